@@ -1,0 +1,36 @@
+"""minigpt2: GPT-2 in NumPy and Numba, with the names of Hugging Face transformers.
+
+    from minigpt2 import GPT2Tokenizer, GPT2LMHeadModel
+    tok = GPT2Tokenizer.from_pretrained("gpt2")
+    model = GPT2LMHeadModel.from_pretrained("gpt2")
+    ids = tok("Hello, my dog is cute", return_tensors="np")["input_ids"]
+    print(tok.decode(model.generate(ids, max_new_tokens=20)[0]))
+
+The public names are imported on first use, so `import minigpt2` stays fast:
+the tokenizer alone never pays for importing Numba.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_PUBLIC_NAMES = {
+    "GPT2Config": "minigpt2.config",
+    "GPT2Tokenizer": "minigpt2.tokenizer",
+    "GPT2Model": "minigpt2.model",
+    "GPT2LMHeadModel": "minigpt2.model",
+    "GPT2DoubleHeadsModel": "minigpt2.heads",
+    "GPT2ForSequenceClassification": "minigpt2.heads",
+    "GPT2ForTokenClassification": "minigpt2.heads",
+    "GPT2ForQuestionAnswering": "minigpt2.heads",
+    "KVCache": "minigpt2.cache",
+}
+
+__all__ = sorted(_PUBLIC_NAMES)
+
+
+def __getattr__(name):
+    if name in _PUBLIC_NAMES:
+        return getattr(importlib.import_module(_PUBLIC_NAMES[name]), name)
+    raise AttributeError(f"module 'minigpt2' has no attribute {name!r}")
