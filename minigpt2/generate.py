@@ -1,0 +1,443 @@
+"""Text generation: the logits processors, the sampling rule, and the decode loop over the KV cache.
+
+One step of generation turns the last position's logits into one new token per row:
+
+    scores = logits[:, -1, :]                       # [rows, vocab] float32
+    scores = apply_repetition_penalty(scores, ...)  # \\ always (also greedy), in this order,
+    scores = apply_min_new_tokens(scores, ...)      # /  like transformers' "processors"
+    scores = apply_temperature(scores, t)           # \\
+    scores = apply_top_k(scores, k)                 #  > only when sampling, like transformers' "warpers"
+    scores = apply_top_p(scores, p)                 # /
+    token  = argmax(scores)  or  sample_tokens(scores, rng)
+
+Each processor is a small function with transformers' exact rule (the docstrings say which
+transformers class it mirrors). Removed tokens get the score -inf, so they get probability 0.
+
+The decode loop (`iter_generate`) runs the prompt through the model once (prefill), then feeds one
+token per step through the KV cache. `generate` collects the ids like transformers' `generate`;
+`stream` yields text pieces; both sit on `iter_generate`.
+
+Sampling procedure (portable: same seed, same tokens on every machine up to float rounding of the
+logits themselves): probabilities = softmax of the processed float32 scores, computed in float64;
+each step draws `u = rng.random(rows)` from `numpy.random.Generator(PCG64(seed))`, one uniform per
+row in row order (finished rows draw too, so a row's draws do not depend on when other rows stop);
+the token is the first index whose cumulative probability exceeds `u * total`.
+"""
+
+import codecs
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+# ----------------------------------------------------------------------------------------------
+# Logits processors: scores [rows, vocab] float32 -> new scores [rows, vocab] (never in place)
+# ----------------------------------------------------------------------------------------------
+
+
+def apply_repetition_penalty(scores, input_ids, penalty, attention_mask=None):
+    """Penalise every token id already present in the row (CTRL paper; transformers'
+    RepetitionPenaltyLogitsProcessor): a score s < 0 becomes s * penalty, otherwise s / penalty.
+    Each id is penalised once, however often it occurs.
+
+    input_ids [rows, seq] is the whole row so far (prompt + generated). Positions where
+    attention_mask is 0 (left padding) do not count: so a padded row behaves as it does alone.
+    (transformers counts the pad ids too, which only matters in padded batches.)
+    """
+    if penalty == 1.0:
+        return scores
+    rows, vocab = scores.shape
+    seen = np.zeros((rows, vocab + 1), dtype=bool)        # column `vocab` absorbs ids we ignore
+    ids = np.minimum(np.asarray(input_ids), vocab)          # ids past the vocab cannot be generated
+    if attention_mask is not None:
+        ids = np.where(np.asarray(attention_mask) == 0, vocab, ids)
+    seen[np.arange(rows)[:, None], ids] = True              # [rows, seq] -> marks in [rows, vocab + 1]
+    seen = seen[:, :vocab]
+    penalised = np.where(scores < 0, scores * penalty, scores / penalty).astype(scores.dtype)
+    return np.where(seen, penalised, scores)
+
+
+def apply_min_new_tokens(scores, n_new_tokens, min_new_tokens, eos_token_ids):
+    """While fewer than min_new_tokens tokens were generated, EOS may not be chosen: its score
+    becomes -inf (transformers' MinNewTokensLengthLogitsProcessor; the prompt does not count)."""
+    if n_new_tokens >= min_new_tokens or not eos_token_ids:
+        return scores
+    scores = scores.copy()
+    scores[:, list(eos_token_ids)] = -np.inf
+    return scores
+
+
+def apply_temperature(scores, temperature):
+    """Divide the scores by the temperature (transformers' TemperatureLogitsWarper).
+    temperature < 1 sharpens the distribution, > 1 flattens it; 0 means greedy and is handled
+    by the caller (here it would divide by zero)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 here (0 means greedy decoding), got {temperature}")
+    if temperature == 1.0:
+        return scores
+    return (scores / np.float32(temperature)).astype(scores.dtype)
+
+
+def apply_top_k(scores, top_k, min_tokens_to_keep=1):
+    """Keep the top_k highest scores of each row (transformers' TopKLogitsWarper).
+
+    Rule: remove every token whose score is strictly below the k-th highest score, so tokens
+    tied with the k-th are all kept (the row may keep more than k). top_k None or 0 = off.
+    """
+    if not top_k:
+        return scores
+    top_k = min(max(int(top_k), min_tokens_to_keep), scores.shape[-1])
+    kth_highest = -np.partition(-scores, top_k - 1, axis=-1)[:, top_k - 1 : top_k]   # [rows, 1]
+    return np.where(scores < kth_highest, -np.inf, scores).astype(scores.dtype)
+
+
+def apply_top_p(scores, top_p, min_tokens_to_keep=1):
+    """Nucleus filtering (transformers' TopPLogitsWarper): keep the smallest set of most likely
+    tokens whose probabilities add up to at least top_p.
+
+    Rule: sort the scores ascending, take the cumulative softmax, and remove every token whose
+    cumulative probability is <= 1 - top_p; the min_tokens_to_keep most likely tokens always stay.
+    (OpenAI's gpt-2 code keeps tokens while the cumulative sum is <= p instead: it drops the token
+    that crosses p, transformers keeps it.) The softmax and the sum are in float64.
+    top_p = 1 keeps everything.
+    """
+    if top_p >= 1.0:
+        return scores
+    order = np.argsort(scores, axis=-1, kind="stable")                     # ascending, [rows, vocab]
+    sorted_scores = np.take_along_axis(scores, order, axis=-1).astype(np.float64)
+    cumulative = np.cumsum(softmax(sorted_scores), axis=-1)
+    remove_sorted = cumulative <= 1.0 - top_p
+    remove_sorted[:, scores.shape[-1] - min_tokens_to_keep :] = False        # the most likely stay
+    remove = np.empty_like(remove_sorted)
+    np.put_along_axis(remove, order, remove_sorted, axis=-1)               # back to vocab order
+    return np.where(remove, -np.inf, scores).astype(scores.dtype)
+
+
+def softmax(scores):
+    """Softmax over the last axis, with the max subtracted; -inf scores get probability 0."""
+    shifted = scores - np.max(scores, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / np.sum(exp, axis=-1, keepdims=True)
+
+
+def process_logits(scores, input_ids, *, attention_mask=None, n_new_tokens=0, do_sample=False,
+                   temperature=1.0, top_k=None, top_p=1.0, repetition_penalty=1.0,
+                   min_new_tokens=0, eos_token_ids=()):
+    """All processors in transformers' order. Warpers (temperature, top-k, top-p) only when
+    sampling. scores [rows, vocab] -> [rows, vocab] float32."""
+    scores = apply_repetition_penalty(scores, input_ids, repetition_penalty, attention_mask)
+    scores = apply_min_new_tokens(scores, n_new_tokens, min_new_tokens, eos_token_ids)
+    if do_sample:
+        scores = apply_temperature(scores, temperature)
+        scores = apply_top_k(scores, top_k)
+        scores = apply_top_p(scores, top_p)
+    return scores
+
+
+def sample_tokens(scores, rng):
+    """Draw one token per row from softmax(scores) with the documented procedure (module doc).
+    scores [rows, vocab] -> token ids [rows] int64."""
+    probs = softmax(scores.astype(np.float64))                            # [rows, vocab]
+    cumulative = np.cumsum(probs, axis=-1)
+    u = rng.random(scores.shape[0])                                       # [rows], in [0, 1)
+    thresholds = u * cumulative[:, -1]
+    tokens = np.sum(cumulative <= thresholds[:, None], axis=-1)           # first index with cum > u*total
+    # u * total can round up to total: never step past the last token with probability > 0
+    last_possible = scores.shape[-1] - 1 - np.argmax((probs > 0)[:, ::-1], axis=-1)
+    return np.minimum(tokens, last_possible).astype(np.int64)
+
+
+def make_rng(seed):
+    """seed None -> fresh unseeded generator; int -> Generator(PCG64(seed)); a Generator is used as is."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        return np.random.Generator(np.random.PCG64())
+    return np.random.Generator(np.random.PCG64(int(seed)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Streaming text: UTF-8-safe incremental decoding with stop strings
+# ----------------------------------------------------------------------------------------------
+
+
+class StreamDecoder:
+    """Turns one row's tokens into text pieces, as they come.
+
+    - A token can end in the middle of a UTF-8 character (an emoji is often 2-3 tokens): its
+      bytes wait until the character is complete, so no piece ever holds half a character.
+      Bytes that can never form a character become U+FFFD, as in `tokenizer.decode`.
+    - Stop strings: the text ends just *before* the first stop string (the stop string itself is
+      not emitted). A stop string can straddle tokens, so any tail of the text that could be the
+      start of a stop string is held back until the next token decides.
+
+    `push(token_id) -> str` returns the text that is now safe to show (maybe ""); `finish() -> str`
+    returns what was held back. When no stop string is hit, the pieces join to exactly
+    `tokenizer.decode(ids)`. `stopped` says whether a stop string was found.
+    """
+
+    def __init__(self, token_bytes, stop=()):
+        self._token_bytes = token_bytes                       # id -> bytes of that token
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.stop = tuple(stop)
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must be non-empty")
+        self._text = ""          # all text decoded so far
+        self._emitted = 0        # how much of _text was handed out
+        self.stopped = False
+        self.finished = False
+
+    @property
+    def text(self):
+        """The text handed out so far."""
+        return self._text[: self._emitted]
+
+    def push(self, token_id):
+        if self.stopped or self.finished:
+            return ""
+        self._text += self._utf8.decode(self._token_bytes(int(token_id)))
+        return self._release(final=False)
+
+    def finish(self):
+        if self.stopped or self.finished:
+            return ""
+        self.finished = True
+        self._text += self._utf8.decode(b"", final=True)
+        return self._release(final=True)
+
+    def _release(self, final):
+        pending = self._text[self._emitted:]
+        hits = [i for i in (pending.find(s) for s in self.stop) if i >= 0]
+        if hits:
+            self.stopped = True
+            piece = pending[: min(hits)]
+        else:
+            hold = 0 if final else self._stop_prefix_length(pending)
+            piece = pending[: len(pending) - hold]
+        self._emitted += len(piece)
+        return piece
+
+    def _stop_prefix_length(self, text):
+        """Length of the longest tail of `text` that is the beginning of some stop string."""
+        longest = 0
+        for stop in self.stop:
+            for n in range(min(len(stop) - 1, len(text)), longest, -1):
+                if text.endswith(stop[:n]):
+                    longest = n
+                    break
+        return longest
+
+
+def token_bytes_function(tokenizer):
+    """id -> the raw bytes of that token, from whatever the tokenizer offers."""
+    if hasattr(tokenizer, "decode_bytes"):
+        return lambda token_id: tokenizer.decode_bytes([token_id])
+    if hasattr(tokenizer, "byte_decoder") and hasattr(tokenizer, "decoder"):
+        byte_decoder, decoder = tokenizer.byte_decoder, tokenizer.decoder
+
+        def token_bytes(token_id):
+            piece = decoder.get(token_id)
+            if piece is None or any(ch not in byte_decoder for ch in piece):
+                return tokenizer.decode([token_id]).encode("utf-8")
+            return bytes(byte_decoder[ch] for ch in piece)
+        return token_bytes
+    return lambda token_id: tokenizer.decode([token_id]).encode("utf-8")
+
+
+# ----------------------------------------------------------------------------------------------
+# The decode loop
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationStep:
+    """What one decode step produced (one entry per row)."""
+    tokens: np.ndarray          # [rows] int64, the new token (pad_token_id for rows already finished)
+    texts: list                 # [rows] str, new text safe to show (None without a tokenizer)
+    finished: np.ndarray        # [rows] bool, rows that are done after this step
+    seconds: float              # wall time of this step (the first step includes the prefill)
+    n_context: int              # tokens fed to the model in this step (the prompt length at prefill)
+
+
+def _as_2d_int(name, array):
+    array = np.asarray(array)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2:
+        raise ValueError(f"{name} must have shape [batch, seq], got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.mod(array, 1) == 0):
+            raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def _check_arguments(max_new_tokens, min_new_tokens, temperature, top_k, top_p,
+                     repetition_penalty, num_return_sequences, do_sample):
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if not isinstance(min_new_tokens, (int, np.integer)) or min_new_tokens < 0:
+        raise ValueError(f"min_new_tokens must be an integer >= 0, got {min_new_tokens!r}")
+    if temperature is None or temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 0):
+        raise ValueError(f"top_k must be an integer >= 0 (0 or None = off), got {top_k!r}")
+    if top_p is None or not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"top_p must be in [0, 1], got {top_p!r}")
+    if repetition_penalty is None or repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty!r}")
+    if not isinstance(num_return_sequences, (int, np.integer)) or num_return_sequences < 1:
+        raise ValueError(f"num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
+    if num_return_sequences > 1 and not do_sample:
+        raise ValueError("num_return_sequences > 1 needs do_sample=True (greedy rows would be identical)")
+
+
+def _positions(attention_mask):
+    """Absolute positions from the mask, so left padding does not shift them: cumsum - 1, >= 0."""
+    return np.maximum(np.cumsum(attention_mask, axis=-1) - 1, 0)   # [rows, seq]
+
+
+def iter_generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_new_tokens=0,
+                  do_sample=False, temperature=1.0, top_k=None, top_p=1.0, repetition_penalty=1.0,
+                  eos_token_id=50256, pad_token_id=None, stop=None, seed=None,
+                  num_return_sequences=1, tokenizer=None, crop=False):
+    """The decode loop, one `GenerationStep` per new token (see `generate` for the arguments).
+    Stops early when every row has finished (EOS or a stop string)."""
+    input_ids = _as_2d_int("input_ids", input_ids)
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids is empty: give at least one token (e.g. <|endoftext|> = 50256)")
+    if attention_mask is None:
+        attention_mask = np.ones_like(input_ids)
+    attention_mask = _as_2d_int("attention_mask", attention_mask)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {attention_mask.shape}, input_ids {input_ids.shape}: they must match")
+    if not np.all(attention_mask[:, -1] == 1) or np.any(np.diff(attention_mask, axis=-1) < 0):
+        raise ValueError("attention_mask: generation needs left padding (zeros first, then ones, "
+                         "last column all ones); pad prompts on the left")
+    greedy = not do_sample or temperature == 0
+    _check_arguments(max_new_tokens, min_new_tokens, temperature, top_k, top_p,
+                     repetition_penalty, num_return_sequences, do_sample)
+    vocab_size = model.config.vocab_size
+    if input_ids.max() >= vocab_size or input_ids.min() < 0:
+        raise ValueError(f"input_ids holds ids outside [0, {vocab_size}) (vocab_size of the model)")
+    eos_token_ids = [] if eos_token_id is None else list(np.atleast_1d(eos_token_id).astype(int))
+    if pad_token_id is None:
+        pad_token_id = eos_token_ids[0] if eos_token_ids else 0   # transformers does the same
+    n_positions = model.config.n_positions
+    if not crop and input_ids.shape[1] + max_new_tokens > n_positions:
+        raise ValueError(
+            f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) > n_positions "
+            f"({n_positions}), the model's context: shorten the prompt or max_new_tokens, or pass "
+            f"crop=True to keep only the last {n_positions} tokens")
+    stop = [stop] if isinstance(stop, str) else list(stop or [])
+    if stop and tokenizer is None:
+        raise ValueError("stop strings need tokenizer= to turn tokens into text")
+
+    # one row per returned sequence: [batch, seq] -> [batch * num_return_sequences, seq]
+    ids = np.repeat(input_ids, num_return_sequences, axis=0)
+    mask = np.repeat(attention_mask, num_return_sequences, axis=0)
+    rows, prompt_length = ids.shape
+    rng = None if greedy else make_rng(seed)
+    decoders = None
+    if tokenizer is not None:
+        token_bytes = token_bytes_function(tokenizer)
+        decoders = [StreamDecoder(token_bytes, stop) for _ in range(rows)]
+    finished = np.zeros(rows, dtype=bool)
+    cache = None
+
+    for step in range(max_new_tokens):
+        start = time.perf_counter()
+        if cache is not None and ids.shape[1] <= n_positions:
+            # decode: only the newest token goes in; the cache holds the keys/values of the rest
+            fed_ids, fed_mask = ids[:, -1:], mask
+            fed_positions = _positions(mask)[:, -1:]
+        else:
+            # prefill (or, past the context with crop=True, a full pass over the last n_positions tokens)
+            fed_ids, fed_mask = ids[:, -n_positions:], mask[:, -n_positions:]
+            fed_positions = _positions(fed_mask)
+            cache = None
+        output = model(input_ids=fed_ids, attention_mask=fed_mask, position_ids=fed_positions,
+                       past_key_values=cache, use_cache=True)
+        cache = output.past_key_values
+        scores = np.array(output.logits[:, -1, :], dtype=np.float32)      # [rows, vocab], a copy
+        scores = process_logits(
+            scores, ids, attention_mask=mask, n_new_tokens=step, do_sample=not greedy,
+            temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+            min_new_tokens=min_new_tokens, eos_token_ids=eos_token_ids)
+        tokens = np.argmax(scores, axis=-1) if greedy else sample_tokens(scores, rng)   # [rows]
+        tokens = np.where(finished, pad_token_id, tokens).astype(np.int64)
+        ids = np.concatenate([ids, tokens[:, None]], axis=1)               # [rows, seq + 1]
+        mask = np.concatenate([mask, np.ones((rows, 1), dtype=mask.dtype)], axis=1)
+
+        now_finished = finished | np.isin(tokens, eos_token_ids)
+        last_step = step == max_new_tokens - 1
+        texts = None
+        if decoders is not None:
+            texts = []
+            for row, decoder in enumerate(decoders):
+                piece = ""
+                if not finished[row] and not np.isin(tokens[row], eos_token_ids):  # EOS is not text
+                    piece = decoder.push(tokens[row])
+                    now_finished[row] |= decoder.stopped
+                if now_finished[row] or last_step:
+                    piece += decoder.finish()
+                texts.append(piece)
+        finished = now_finished
+        yield GenerationStep(tokens=tokens, texts=texts, finished=finished.copy(),
+                             seconds=time.perf_counter() - start, n_context=fed_ids.shape[1])
+        if finished.all():
+            break
+
+
+def generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_new_tokens=0,
+             do_sample=False, temperature=1.0, top_k=None, top_p=1.0, repetition_penalty=1.0,
+             eos_token_id=50256, pad_token_id=None, stop=None, seed=None, num_return_sequences=1,
+             streamer=None, tokenizer=None, crop=False):
+    """Continue each prompt; returns the ids, prompt included: [batch * num_return_sequences,
+    prompt + new] int64, like transformers' `model.generate`.
+
+    input_ids [batch, seq] (or one list of ids); attention_mask marks real tokens (1) and left
+    padding (0): a padded row generates exactly what it generates alone. do_sample=False is greedy
+    (argmax); do_sample=True samples after temperature, top_k, top_p (transformers' defaults and
+    rules; temperature=0 means greedy). repetition_penalty and min_new_tokens apply in both modes.
+    A row ends at an eos_token_id (int or list; None = never) or, given tokenizer=, at a stop
+    string (the row keeps the token that completed it); finished rows are padded with pad_token_id
+    (default: the first eos id). The result is shorter than prompt + max_new_tokens when every row
+    finished early.
+
+    seed: None, an int (numpy PCG64) or a numpy Generator. streamer: a callable, called with each
+    new text piece of the single row (needs tokenizer=; pieces never split a UTF-8 character and
+    stop before a stop string). Prompt + max_new_tokens above the model's n_positions is an error;
+    crop=True instead keeps going on the last n_positions tokens (each step past the context
+    re-runs the model over that window, without a cache, as nanoGPT does).
+    """
+    input_ids = _as_2d_int("input_ids", input_ids)
+    if streamer is not None:
+        if tokenizer is None:
+            raise ValueError("streamer needs tokenizer= to turn tokens into text")
+        if input_ids.shape[0] * num_return_sequences != 1:
+            raise ValueError("streamer works with a single row (batch 1, num_return_sequences=1)")
+    steps = iter_generate(
+        model, input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
+        top_p=top_p, repetition_penalty=repetition_penalty, eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id, stop=stop, seed=seed, num_return_sequences=num_return_sequences,
+        tokenizer=tokenizer, crop=crop)
+    new_tokens = []
+    for step in steps:
+        new_tokens.append(step.tokens)
+        if streamer is not None and step.texts[0]:
+            streamer(step.texts[0])
+    prompt = np.repeat(input_ids, num_return_sequences, axis=0)
+    if not new_tokens:
+        return prompt
+    return np.concatenate([prompt, np.stack(new_tokens, axis=1)], axis=1)
+
+
+def stream(model, tokenizer, prompt, **kwargs):
+    """Yield the continuation of `prompt` (a string or a list of ids) as text pieces, as they are
+    generated. Takes the keyword arguments of `generate`. The last step's GenerationStep objects
+    are not exposed; use `iter_generate` for timing or token ids."""
+    ids = tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
+    for step in iter_generate(model, ids, tokenizer=tokenizer, **kwargs):
+        if step.texts[0]:
+            yield step.texts[0]

@@ -1,0 +1,273 @@
+"""Generation: each logits processor against transformers and hand-computed cases, the sampling
+rule (statistically), the streaming decoder (UTF-8, stop strings), and the decode loop against
+transformers' generate on random-initialised models."""
+
+import json
+
+import numpy as np
+import pytest
+
+from minigpt2 import generate as gen
+from minigpt2.generate import (
+    StreamDecoder,
+    apply_min_new_tokens,
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    make_rng,
+    process_logits,
+    sample_tokens,
+    softmax,
+)
+
+from conftest import GPT2_VOCAB_DIR
+
+NEG_INF = -np.inf
+
+
+# ---------------------------------------------------------------- processors, by hand
+
+
+def test_top_k_keeps_ties_with_the_kth():
+    scores = np.array([[1.0, 3.0, 2.0, 3.0, 2.0, 0.5]], dtype=np.float32)
+    # k = 3: the 3rd highest is 2.0, and both 2.0s are kept (4 tokens survive)
+    kept = apply_top_k(scores, 3)
+    np.testing.assert_array_equal(kept, [[NEG_INF, 3.0, 2.0, 3.0, 2.0, NEG_INF]])
+    np.testing.assert_array_equal(apply_top_k(scores, 1), [[NEG_INF, 3.0, NEG_INF, 3.0, NEG_INF, NEG_INF]])
+    np.testing.assert_array_equal(apply_top_k(scores, 0), scores)      # 0 = off
+    np.testing.assert_array_equal(apply_top_k(scores, 100), scores)    # k > vocab keeps all
+
+
+def test_top_p_keeps_the_token_that_crosses_p():
+    # probabilities 0.5, 0.3, 0.15, 0.05 (log of them as scores)
+    probs = np.array([0.05, 0.5, 0.15, 0.3])
+    scores = np.log(probs)[None, :].astype(np.float32)
+    # ascending cumulative: 0.05, 0.20, 0.50, 1.0; p = 0.7 removes cum <= 0.3 -> 0.05 and 0.15
+    out = apply_top_p(scores, 0.7)
+    assert np.isneginf(out[0, [0, 2]]).all() and np.isfinite(out[0, [1, 3]]).all()
+    # p = 0.45: the top token alone (0.5) reaches it, so only it stays (cum <= 0.55 removed)
+    out = apply_top_p(scores, 0.45)
+    assert np.isfinite(out[0]).tolist() == [False, True, False, False]
+    # p = 0: every cum <= 1 is removed, except min_tokens_to_keep = 1 token
+    assert np.isfinite(apply_top_p(scores, 0.0)[0]).tolist() == [False, True, False, False]
+    np.testing.assert_array_equal(apply_top_p(scores, 1.0), scores)
+
+
+def test_repetition_penalty_by_hand():
+    scores = np.array([[2.0, -2.0, 1.0, -1.0]], dtype=np.float32)
+    ids = np.array([[0, 1, 1, 0]])                      # ids 0 and 1 seen (twice each: once penalised)
+    out = apply_repetition_penalty(scores, ids, 2.0)
+    np.testing.assert_array_equal(out, [[1.0, -4.0, 1.0, -1.0]])
+    # masked (padding) positions do not count
+    mask = np.array([[0, 0, 1, 1]])                     # only ids 1 and 0 at positions 2,3 ... both
+    ids = np.array([[2, 3, 1, 0]])
+    out = apply_repetition_penalty(scores, ids, 2.0, attention_mask=mask)
+    np.testing.assert_array_equal(out, [[1.0, -4.0, 1.0, -1.0]])
+
+
+def test_min_new_tokens_and_temperature_by_hand():
+    scores = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)
+    np.testing.assert_array_equal(apply_min_new_tokens(scores, 0, 2, [2]), [[1.0, 2.0, NEG_INF]])
+    np.testing.assert_array_equal(apply_min_new_tokens(scores, 2, 2, [2]), scores)
+    np.testing.assert_array_equal(apply_temperature(scores, 0.5), [[2.0, 4.0, 6.0]])
+    with pytest.raises(ValueError, match="temperature"):
+        apply_temperature(scores, 0.0)
+
+
+# ---------------------------------------------------------------- processors vs transformers
+
+
+@pytest.fixture(scope="module")
+def hf_processors():
+    pytest.importorskip("transformers")
+    import torch
+    from transformers.generation import logits_process as lp
+    return torch, lp
+
+
+def _assert_same_processed(ours, theirs):
+    """Same kept set (finite entries) and the same probabilities."""
+    theirs = theirs.numpy()
+    np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
+    np.testing.assert_allclose(softmax(ours.astype(np.float64)), softmax(theirs.astype(np.float64)),
+                               rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 7, 50, 500])
+def test_top_k_matches_transformers(hf_processors, top_k):
+    torch, lp = hf_processors
+    rng = np.random.default_rng(top_k)
+    scores = rng.normal(size=(4, 300)).astype(np.float32) * 3
+    scores[0, :10] = scores[0, 0]                        # a block of ties
+    scores[1, ::7] = np.round(scores[1, ::7])            # more ties
+    theirs = lp.TopKLogitsWarper(top_k)(None, torch.from_numpy(scores.copy()))
+    _assert_same_processed(apply_top_k(scores, top_k), theirs)
+
+
+@pytest.mark.parametrize("top_p", [0.0, 0.1, 0.5, 0.9, 0.95, 0.999])
+def test_top_p_matches_transformers(hf_processors, top_p):
+    torch, lp = hf_processors
+    rng = np.random.default_rng(int(top_p * 1000))
+    scores = (rng.normal(size=(6, 300)) * rng.uniform(0.5, 5, size=(6, 1))).astype(np.float32)
+    scores[0, 5:] = -np.inf                              # already-filtered tokens (as after top-k)
+    theirs = lp.TopPLogitsWarper(top_p)(None, torch.from_numpy(scores.copy()))
+    _assert_same_processed(apply_top_p(scores, top_p), theirs)
+
+
+@pytest.mark.parametrize("penalty", [0.7, 1.3, 2.0])
+def test_repetition_penalty_matches_transformers(hf_processors, penalty):
+    torch, lp = hf_processors
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(3, 50)).astype(np.float32)
+    ids = rng.integers(0, 50, size=(3, 20))
+    theirs = lp.RepetitionPenaltyLogitsProcessor(penalty)(torch.from_numpy(ids), torch.from_numpy(scores.copy()))
+    np.testing.assert_array_equal(apply_repetition_penalty(scores, ids, penalty), theirs.numpy())
+
+
+@pytest.mark.parametrize("temperature", [0.3, 0.7, 1.5])
+def test_temperature_matches_transformers(hf_processors, temperature):
+    torch, lp = hf_processors
+    scores = np.random.default_rng(2).normal(size=(2, 40)).astype(np.float32)
+    theirs = lp.TemperatureLogitsWarper(temperature)(None, torch.from_numpy(scores.copy()))
+    np.testing.assert_allclose(apply_temperature(scores, temperature), theirs.numpy(), rtol=1e-6)
+
+
+def test_min_new_tokens_matches_transformers(hf_processors):
+    torch, lp = hf_processors
+    scores = np.random.default_rng(3).normal(size=(2, 40)).astype(np.float32)
+    ids = np.zeros((2, 7), dtype=np.int64)               # prompt 5 + 2 new tokens
+    for min_new in (1, 2, 3, 5):
+        theirs = lp.MinNewTokensLengthLogitsProcessor(5, min_new, [3, 39])(torch.from_numpy(ids), torch.from_numpy(scores.copy()))
+        np.testing.assert_array_equal(apply_min_new_tokens(scores, 2, min_new, [3, 39]), theirs.numpy())
+
+
+def test_processor_chain_matches_transformers(hf_processors):
+    torch, lp = hf_processors
+    rng = np.random.default_rng(4)
+    scores = (rng.normal(size=(3, 200)) * 2).astype(np.float32)
+    ids = rng.integers(0, 200, size=(3, 30))
+    chain = lp.LogitsProcessorList([
+        lp.RepetitionPenaltyLogitsProcessor(1.3),
+        lp.MinNewTokensLengthLogitsProcessor(25, 10, [7]),
+        lp.TemperatureLogitsWarper(0.8),
+        lp.TopKLogitsWarper(40),
+        lp.TopPLogitsWarper(0.9),
+    ])
+    theirs = chain(torch.from_numpy(ids), torch.from_numpy(scores.copy()))
+    ours = process_logits(scores, ids, n_new_tokens=5, do_sample=True, temperature=0.8, top_k=40,
+                          top_p=0.9, repetition_penalty=1.3, min_new_tokens=10, eos_token_ids=[7])
+    _assert_same_processed(ours, theirs)
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def test_sampling_matches_the_processed_distribution():
+    """Many seeded draws: the empirical distribution is within a total-variation bound of
+    softmax(scores). With n = 40000 draws over 9 possible tokens, the expected TV is about
+    0.5 * sum(sqrt(p(1-p)/n)) < 0.01; the bound 0.03 is several standard deviations away,
+    and the seed is fixed, so the test is deterministic and not flaky."""
+    scores = np.log(np.array([[0.3, 0.2, 0.15, 0.1, 0.1, 0.05, 0.05, 0.03, 0.02, 1e-30]]))
+    scores = process_logits(scores.astype(np.float32), np.zeros((1, 1), int), do_sample=True, top_p=0.99)
+    probs = softmax(scores.astype(np.float64))[0]
+    assert probs[-1] == 0                                # top-p removed the last token
+    rng = make_rng(1234)
+    n = 40000
+    draws = np.concatenate([sample_tokens(np.repeat(scores, 100, axis=0), rng) for _ in range(n // 100)])
+    empirical = np.bincount(draws, minlength=probs.size) / n
+    assert empirical[probs == 0].sum() == 0              # never a removed token
+    assert 0.5 * np.abs(empirical - probs).sum() < 0.03
+    # a chi-square check on the kept tokens too: 8 degrees of freedom, 99.99% quantile ~ 33.4
+    kept = probs > 0
+    chi2 = np.sum((empirical[kept] * n - probs[kept] * n) ** 2 / (probs[kept] * n))
+    assert chi2 < 33.4
+
+
+def test_sampling_is_reproducible_and_procedure_is_as_documented():
+    scores = np.random.default_rng(0).normal(size=(5, 30)).astype(np.float32)
+    a = sample_tokens(scores, make_rng(7))
+    b = sample_tokens(scores, make_rng(7))
+    np.testing.assert_array_equal(a, b)
+    # the documented rule: first index whose cumulative probability exceeds u * total
+    u = np.random.Generator(np.random.PCG64(7)).random(5)
+    cumulative = np.cumsum(softmax(scores.astype(np.float64)), axis=-1)
+    expected = [int(np.searchsorted(c, ui * c[-1], side="right")) for c, ui in zip(cumulative, u)]
+    assert a.tolist() == expected
+
+
+def test_sampling_never_picks_a_removed_token_at_the_edge():
+    class EdgeRng:                                         # u as close to 1 as a float64 gets
+        def random(self, n):
+            return np.full(n, np.nextafter(1.0, 0.0))
+    scores = np.array([[0.0, 1.0, -np.inf, -np.inf]], dtype=np.float32)
+    assert sample_tokens(scores, EdgeRng()).tolist() == [1]
+
+
+# ---------------------------------------------------------------- streaming decoder
+
+
+@pytest.fixture(scope="module")
+def gpt2_token_bytes():
+    """id -> bytes straight from the real vocab file and the GPT-2 byte table (no tokenizer)."""
+    encoder = json.loads((GPT2_VOCAB_DIR / "encoder.json").read_text(encoding="utf-8"))
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    byte_of_char, shift = {}, 0
+    for b in range(256):
+        if b in printable:
+            byte_of_char[chr(b)] = b
+        else:
+            byte_of_char[chr(256 + shift)] = b
+            shift += 1
+    decoder = {i: bytes(byte_of_char[c] for c in s) for s, i in encoder.items()}
+    return decoder.__getitem__
+
+
+def test_stream_never_splits_a_utf8_character(gpt2_token_bytes):
+    # " 🤗" is three GPT-2 tokens (minGPT's worked example): 12520, 97, 245 (4 UTF-8 bytes + space)
+    ids = [1058, 35, 12520, 97, 245, 0]                  # " :D 🤗!" roughly: ':' 'D' ' 🤗' '!'
+    decoder = StreamDecoder(gpt2_token_bytes)
+    pieces = [decoder.push(i) for i in ids] + [decoder.finish()]
+    assert "\ufffd" not in "".join(pieces)
+    assert pieces[2:5] == [" ", "", "🤗"]                # the emoji appears whole, at its last token
+    assert "".join(pieces) == b"".join(gpt2_token_bytes(i) for i in ids).decode("utf-8")
+
+
+def test_stream_replaces_bytes_that_never_complete(gpt2_token_bytes):
+    decoder = StreamDecoder(gpt2_token_bytes)
+    pieces = [decoder.push(12520), decoder.finish()]     # ' \xf0\x9f' and then the end
+    assert "".join(pieces) == b" \xf0\x9f".decode("utf-8", errors="replace")
+
+
+def test_stop_string_straddling_tokens():
+    vocab = {0: b"Hello", 1: b" wor", 2: b"ld", 3: b"!", 4: b"\n", 5: b"\nThe", 6: b" end"}
+    decoder = StreamDecoder(vocab.__getitem__, stop=["world", "\n\n"])
+    assert decoder.push(0) == "Hello"
+    assert decoder.push(1) == " "                        # "wor" might begin "world": held back
+    assert decoder.push(2) == ""                         # "world" completed: stop, nothing past it
+    assert decoder.stopped and decoder.text == "Hello "
+    assert decoder.push(3) == "" and decoder.finish() == ""
+
+    decoder = StreamDecoder(vocab.__getitem__, stop=["\n\n"])
+    assert decoder.push(0) + decoder.push(4) == "Hello"  # the "\n" waits
+    assert decoder.push(5) == ""                         # "\n" + "\nThe": stop
+    assert decoder.text == "Hello"
+
+    decoder = StreamDecoder(vocab.__getitem__, stop=["\n\n"])
+    pieces = [decoder.push(i) for i in (0, 4, 6)] + [decoder.finish()]
+    assert pieces == ["Hello", "", "\n end", ""]         # a lone "\n" is released when it is not a stop
+    assert not decoder.stopped
+
+    decoder = StreamDecoder(vocab.__getitem__, stop=["d!", "ld"])
+    text = "".join(decoder.push(i) for i in (0, 1, 2, 3))
+    assert text == "Hello wor" and decoder.stopped       # the earliest stop wins
+
+    with pytest.raises(ValueError, match="non-empty"):
+        StreamDecoder(vocab.__getitem__, stop=[""])
+
+
+def test_stream_emits_everything_at_the_end_when_a_stop_prefix_is_left():
+    vocab = {0: b"abc", 1: b" en"}
+    decoder = StreamDecoder(vocab.__getitem__, stop=["end"])
+    assert decoder.push(0) + decoder.push(1) == "abc "
+    assert decoder.finish() == "en"
