@@ -266,7 +266,7 @@ def file_url(repo_id, filename, revision=DEFAULT_REVISION, endpoint=None):
 
 
 def download_model(name, cache_dir=None, revision=DEFAULT_REVISION, endpoint=None,
-                   retries=4, backoff=1.0, progress=True):
+                   retries=4, backoff=0.5, progress=True):
     """Download `name` ('gpt2' or 'owner/name') into the minigpt2 cache; return its folder.
 
     Files already complete are not fetched again; a `<file>.incomplete` left by an earlier run is
@@ -315,7 +315,7 @@ def _head(session, url, filename, repo_id, revision, required, retries, backoff)
         except (requests.ConnectionError, requests.Timeout) as error:
             failures += 1
             if failures > retries:
-                raise _network_error(url, error) from None
+                raise _network_error(url, error, tried=retries + 1) from None
             _sleep(backoff, failures)
             continue
         status = response.status_code
@@ -469,16 +469,13 @@ def _verify(remote, partial):
         except (ValueError, UnicodeDecodeError) as error:
             reject(f"not valid JSON: {error}")
     if remote.filename.endswith(".safetensors"):
+        # The full header check of the reader (dtypes, shapes, offsets inside the file), without
+        # mapping the data, so nothing holds the file open when it is renamed.
+        from minigpt2.safetensors import load_metadata
         try:
-            from minigpt2.safetensors import load_file
-        except ImportError:
-            load_file = None
-        if load_file is not None:
-            try:
-                tensors = load_file(partial)
-                del tensors  # drop the memory map before the file is renamed
-            except (ValueError, OSError) as error:
-                reject(f"not a valid safetensors file: {error}")
+            load_metadata(partial)
+        except (ValueError, OSError) as error:
+            reject(f"not a valid safetensors file: {str(error).replace(str(partial) + ': ', '')}")
 
 
 def _sleep(backoff, failures, response=None):
@@ -491,12 +488,24 @@ def _sleep(backoff, failures, response=None):
 
 
 def _network_error(url, error, tried=None):
-    reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
     tries = f" after {tried} tries" if tried else ""
     return HubError(
-        f"cannot download {url}{tries} ({reason}). No network? Set HF_HUB_OFFLINE=1 to use only local files, "
-        "copy a model folder here and pass its path, or set HF_ENDPOINT to a reachable mirror"
+        f"cannot download {url}{tries} ({_short_reason(error)}). No network? Set HF_HUB_OFFLINE=1 to use "
+        "only local files, copy a model folder here and pass its path, or set HF_ENDPOINT to a reachable mirror"
     )
+
+
+def _short_reason(error):
+    """The useful end of a requests/urllib3 error chain: 'Connection refused', 'timed out', ..."""
+    text = str(error)
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if found:
+        return found.group(1).strip()
+    if "timed out" in text.lower() or "Timeout" in type(error).__name__:
+        return "timed out"
+    if "IncompleteRead" in text or "Connection broken" in text:
+        return "connection broken in the middle of the file"
+    return (text.splitlines()[0][:120] if text else type(error).__name__)
 
 
 def _status_error(response, url, filename, repo_id, revision, retries):
@@ -532,9 +541,11 @@ def _human_bytes(n):
         n /= 1000
 
 
-def describe_official_models():
-    """Lines listing the five official models with their repository ids and download sizes."""
-    lines = [f"{'name':<13} {'params':>6}  {'download':>9}  repository"]
+def describe_official_models(cache_dir=None):
+    """Lines listing the five official models: repository id, download size, and whether it is here."""
+    lines = [f"{'name':<13} {'params':>6}  {'download':>9}  {'repository':<30} local"]
     for model in OFFICIAL_MODELS.values():
-        lines.append(f"{model.name:<13} {model.n_params:>6}  {model.download_size:>9}  {model.repo_id}")
+        local = _is_complete(minigpt2_cache_dir(cache_dir) / model.name) or find_in_huggingface_cache(model.name)
+        lines.append(f"{model.name:<13} {model.n_params:>6}  {model.download_size:>9}  {model.repo_id:<30} "
+                     f"{'yes' if local else '-'}")
     return lines
