@@ -1,0 +1,553 @@
+"""GPT2Tokenizer: text <-> token ids with OpenAI's byte-level BPE, exactly.
+
+Encoding one text takes four steps, each a small piece of this file:
+
+1. split off special tokens such as "<|endoftext|>" (only those allowed, see `encode`);
+2. pre-split the rest into pieces with GPT-2's regex (`PRETOKENIZE_PATTERN`, needs `regex`);
+3. turn each piece into its UTF-8 bytes, one token per byte to start with;
+4. apply merges, lowest rank first, until no adjacent pair has a merge (`bpe_ids`).
+
+Step 4 runs once per distinct piece: results sit in a bounded LRU cache, and a piece that
+is itself a vocabulary entry (" the", "Hello") is looked up directly, as tiktoken does.
+`explain(text)` shows every step with the readable string version of the merge loop
+(`bpe_symbols`), which the tests hold equal to the fast id version.
+"""
+
+import functools
+from itertools import chain
+import json
+import os
+from pathlib import Path
+
+import regex
+
+from minigpt2.batch_encoding import pad_and_stack
+from minigpt2.bpe_explain import explain
+from minigpt2.bytes_unicode import BYTE_TO_CHAR, bytes_to_symbols, symbols_to_bytes
+
+# OpenAI's pattern (openai/gpt-2 src/encoder.py). The contractions are case-sensitive (OpenAI's
+# comment: "Should have added re.IGNORECASE"): "I'm" -> "I", "'m" but "I'M" -> "I", "'", "M".
+PRETOKENIZE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+ENDOFTEXT = "<|endoftext|>"
+OFFICIAL_NAMES = {  # these all use the same GPT-2 vocabulary, shipped in minigpt2/data/gpt2
+    "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2",
+    "openai-community/gpt2", "openai-community/gpt2-medium", "openai-community/gpt2-large",
+    "openai-community/gpt2-xl", "distilbert/distilgpt2",
+}
+# A speed-up that changes nothing: the pattern always starts a new piece at a space followed by
+# a non-space (" ?\p{L}+", " ?\p{N}+" or " ?[^\s\p{L}\p{N}]+" takes it, and no earlier piece can
+# hold that space). So we may first cut the text there, into word-sized chunks, and pre-split
+# and cache each chunk on its own.
+CHUNK_BOUNDARY_PATTERN = r"(?= \S)"
+
+PACKAGE_VOCAB_DIR = Path(__file__).resolve().parent / "data" / "gpt2"
+VOCAB_FILE_PAIRS = (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe"))  # HF, OpenAI
+DEFAULT_CACHE_SIZE = 100_000   # distinct pieces remembered; ~15 MB when full
+
+
+# ----------------------------------------------------------------------------- files
+
+def load_vocab(vocab_file):
+    """encoder.json / vocab.json -> dict token string -> id."""
+    try:
+        with open(vocab_file, encoding="utf-8") as f:
+            encoder = json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{vocab_file}: not valid JSON ({error})") from None
+    if not isinstance(encoder, dict) or not all(isinstance(i, int) for i in encoder.values()):
+        raise ValueError(f"{vocab_file}: expected a JSON object mapping token strings to integer ids")
+    if len(set(encoder.values())) != len(encoder):
+        raise ValueError(f"{vocab_file}: two token strings share an id")
+    return encoder
+
+
+def load_merges(merges_file):
+    """vocab.bpe / merges.txt -> list of (left, right) pairs; the rank of a merge is its index."""
+    merges = []
+    with open(merges_file, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if (line_number == 1 and line.startswith("#version")) or not line:
+                continue   # "#version: 0.2" header, trailing newline
+            parts = line.split(" ")
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(f"{merges_file}, line {line_number}: expected two symbols "
+                                 f"separated by one space, got {line!r}")
+            merges.append((parts[0], parts[1]))
+    return merges
+
+
+def find_vocab_files(folder):
+    """(vocab_file, merges_file) in `folder`, HF names first; None if the folder has neither pair."""
+    for vocab_name, merges_name in VOCAB_FILE_PAIRS:
+        vocab_file, merges_file = Path(folder) / vocab_name, Path(folder) / merges_name
+        if vocab_file.is_file() and merges_file.is_file():
+            return vocab_file, merges_file
+    return None
+
+
+# ----------------------------------------------------------------------------- the tokenizer
+
+class GPT2Tokenizer:
+    """GPT-2's byte-level BPE tokenizer, with the API of transformers' GPT2Tokenizer.
+
+    Special tokens (the policy):
+      - `tok(text)`, `tok.encode(text)`: like transformers, the literal text "<|endoftext|>"
+        becomes id 50256. Convenient for your own text, wrong for text from users.
+      - For untrusted text use `tok.encode_ordinary(text)` or `tok.encode(text, allowed_special=())`:
+        "<|endoftext|>" is then encoded as ordinary characters (several ids), like OpenAI's
+        encoder.py, so nobody can inject a control token.
+      - `tok.encode(text, disallowed_special="all")` raises ValueError if the text contains one
+        (tiktoken's default).
+
+    Decoding is exact: `decode(encode(s)) == s` for every string; no space clean-up unless asked
+    (`clean_up_tokenization_spaces=True`). Bytes that do not form valid UTF-8 (a token sequence
+    cut inside a character) become U+FFFD, as the reference does; `decode_bytes` gives the bytes.
+    """
+
+    def __init__(self, vocab_file, merges_file, *, add_prefix_space=False, pad_token=None,
+                 padding_side="right", truncation_side="right", model_max_length=1024,
+                 unk_token=ENDOFTEXT, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT,
+                 cache_size=DEFAULT_CACHE_SIZE):
+        self.vocab_file, self.merges_file = str(vocab_file), str(merges_file)
+        encoder, merges = load_vocab(vocab_file), load_merges(merges_file)
+        self.encoder = encoder                                        # token string -> id
+        self.decoder = {i: token for token, i in encoder.items()}     # id -> token string
+        self.bpe_ranks = {pair: rank for rank, pair in enumerate(merges)}  # (left, right) -> rank
+        self.add_prefix_space = add_prefix_space
+        self.padding_side, self.truncation_side = padding_side, truncation_side
+        self.model_max_length = model_max_length
+        self.unk_token, self.bos_token, self.eos_token = unk_token, bos_token, eos_token
+        self.pad_token = pad_token   # None, as in transformers: GPT-2 was trained without padding
+        self.special_tokens = {t: encoder[t] for t in {unk_token, bos_token, eos_token} if t in encoder}
+        self._all_special = frozenset(self.special_tokens)
+
+        # The tables the fast path uses: everything as ids and bytes, no symbol strings.
+        missing = [b for b in range(256) if BYTE_TO_CHAR[b] not in encoder]
+        if missing:
+            raise ValueError(f"{vocab_file}: no token for byte(s) {missing[:8]}; a byte-level "
+                             "vocabulary needs all 256 single-byte tokens")
+        self._byte_ids = [encoder[BYTE_TO_CHAR[b]] for b in range(256)]
+        self._id_to_bytes = {i: self._token_bytes(token) for token, i in encoder.items()}
+        self._bytes_to_id = {data: i for i, data in self._id_to_bytes.items()
+                             if self.decoder[i] not in self.special_tokens}
+        self._merge_ranks = {}   # (left id, right id) -> rank
+        self._merge_ids = {}     # (left id, right id) -> id of the merged token
+        for rank, (left, right) in enumerate(merges):
+            for symbol in (left, right, left + right):
+                if symbol not in encoder:
+                    raise ValueError(f"{merges_file}: merge {rank} ({left} {right}) uses {symbol!r}, "
+                                     f"which is not in {vocab_file}")
+            pair = (encoder[left], encoder[right])
+            self._merge_ranks.setdefault(pair, rank)    # a duplicate line keeps its first rank
+            self._merge_ids.setdefault(pair, encoder[left + right])
+
+        self._pretokenize = regex.compile(PRETOKENIZE_PATTERN)
+        self._chunk_boundary = regex.compile(CHUNK_BOUNDARY_PATTERN)
+        # Per-instance LRU caches (bounded, unlike OpenAI's dict): chunk -> ids and piece -> ids.
+        self.cache_size = cache_size
+        self._encode_chunk = functools.lru_cache(maxsize=cache_size)(self._encode_chunk_uncached)
+        self._encode_piece = functools.lru_cache(maxsize=cache_size)(self._encode_piece_uncached)
+
+    def _token_bytes(self, token):
+        if token in (self.unk_token, self.bos_token, self.eos_token):
+            return token.encode("utf-8")    # "<|endoftext|>" is written as itself
+        return symbols_to_bytes(token)
+
+    # ------------------------------------------------------------------ loading and saving
+
+    @classmethod
+    def from_pretrained(cls, name_or_folder, *, cache_dir=None, local_files_only=False, **kwargs):
+        """Load from a folder with vocab.json + merges.txt (or encoder.json + vocab.bpe), or a name.
+
+        The five official names (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) share one
+        vocabulary, shipped with the package: they work offline. Other names go through
+        `minigpt2.hub`; a model folder without vocabulary files falls back to GPT-2's.
+        Keyword arguments (add_prefix_space=True, pad_token=..., ...) go to the constructor and
+        win over the folder's tokenizer_config.json.
+        """
+        name = str(name_or_folder)
+        if os.path.isdir(name):
+            folder = Path(name)
+        elif name in OFFICIAL_NAMES:
+            folder = PACKAGE_VOCAB_DIR
+        else:
+            from minigpt2 import hub   # imported here: only names outside the package need it
+            folder = Path(hub.resolve_model_folder(name, cache_dir=cache_dir,
+                                                   local_files_only=local_files_only))
+        files = find_vocab_files(folder) or find_vocab_files(PACKAGE_VOCAB_DIR)
+        settings = {**_read_tokenizer_config(folder), **kwargs}
+        return cls(*files, **settings)
+
+    def save_vocabulary(self, save_directory, filename_prefix=None):
+        """Write vocab.json and merges.txt (Hugging Face's format) and return their paths."""
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        prefix = f"{filename_prefix}-" if filename_prefix else ""
+        vocab_file, merges_file = folder / f"{prefix}vocab.json", folder / f"{prefix}merges.txt"
+        with open(vocab_file, "w", encoding="utf-8") as f:
+            f.write(json.dumps(self.encoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        with open(merges_file, "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n")
+            for left, right in sorted(self.bpe_ranks, key=self.bpe_ranks.get):
+                f.write(f"{left} {right}\n")
+        return str(vocab_file), str(merges_file)
+
+    def save_pretrained(self, save_directory):
+        """save_vocabulary plus tokenizer_config.json with the settings from_pretrained reads back."""
+        files = self.save_vocabulary(save_directory)
+        config = {"tokenizer_class": "GPT2Tokenizer", "add_prefix_space": self.add_prefix_space,
+                  "pad_token": self.pad_token, "padding_side": self.padding_side,
+                  "truncation_side": self.truncation_side, "model_max_length": self.model_max_length}
+        config_file = Path(save_directory) / "tokenizer_config.json"
+        config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        return (*files, str(config_file))
+
+    # ------------------------------------------------------------------ the BPE merge loop
+
+    def bpe_ids(self, data):
+        """Bytes of one piece -> token ids: merge the lowest-ranked adjacent pair until none is left.
+
+        Every occurrence of the chosen pair is merged, left to right, exactly like OpenAI's loop.
+        """
+        ids = [self._byte_ids[b] for b in data]        # one token per byte to start
+        ranks, merged_ids = self._merge_ranks, self._merge_ids
+        while len(ids) > 1:
+            pairs = list(zip(ids, ids[1:]))
+            best = min(pairs, key=lambda pair: ranks.get(pair, float("inf")))
+            if best not in ranks:
+                break                                   # no adjacent pair can merge
+            first, second = best
+            new_id, merged, i = merged_ids[best], [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and ids[i] == first and ids[i + 1] == second:
+                    merged.append(new_id)
+                    i += 2
+                else:
+                    merged.append(ids[i])
+                    i += 1
+            ids = merged
+        return ids
+
+    def bpe_symbols(self, piece, steps=None):
+        """The same loop on vocabulary strings, as OpenAI wrote it: 'Ġhello' -> ['Ġhello'].
+
+        Slower, but what you read in encoder.json and vocab.bpe. If `steps` is a list, each
+        merge is appended as (rank, left, right, symbols after the merge).
+        """
+        symbols = list(bytes_to_symbols(piece.encode("utf-8")))
+        while len(symbols) > 1:
+            pairs = list(zip(symbols, symbols[1:]))
+            best = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
+            if best not in self.bpe_ranks:
+                break
+            merged, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    merged.append(best[0] + best[1])
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            symbols = merged
+            if steps is not None:
+                steps.append((self.bpe_ranks[best], best[0], best[1], list(symbols)))
+        return symbols
+
+    def _encode_piece_uncached(self, piece):
+        data = piece.encode("utf-8")
+        whole = self._bytes_to_id.get(data)
+        if whole is not None:
+            # The piece is one vocabulary entry, and BPE always rebuilds an entry from its own
+            # bytes (true for all of GPT-2's vocabulary; tests/test_tokenizer.py checks every id).
+            return (whole,)
+        return tuple(self.bpe_ids(data))
+
+    def _encode_chunk_uncached(self, chunk):
+        return tuple(chain.from_iterable(map(self._encode_piece, self._pretokenize.findall(chunk))))
+
+    def clear_cache(self):
+        self._encode_chunk.cache_clear()
+        self._encode_piece.cache_clear()
+
+    def cache_info(self):
+        """(chunk cache, piece cache) statistics from functools.lru_cache."""
+        return self._encode_chunk.cache_info(), self._encode_piece.cache_info()
+
+    # ------------------------------------------------------------------ encode
+
+    def encode_ordinary(self, text):
+        """Text -> ids with no special tokens at all: "<|endoftext|>" is just characters."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        if self._wants_prefix_space(text):
+            text = " " + text
+        # Cut into chunks, look each up in the cache (C loops only): the whole warm-cache cost.
+        return list(chain.from_iterable(map(self._encode_chunk, self._chunk_boundary.split(text))))
+
+    def encode(self, text, *, allowed_special="all", disallowed_special=(), add_special_tokens=True,
+               truncation=False, max_length=None):
+        """Text -> list of ids. See the class docstring for the special-token policy.
+
+        allowed_special: "all" (default, like transformers) or a set of special token strings to
+            turn into their ids; every other occurrence is encoded as ordinary text.
+        disallowed_special: "all" or a set; if the text contains one, raise ValueError.
+        add_special_tokens: accepted for transformers compatibility; GPT-2 adds none (no BOS).
+        """
+        allowed = self._special_set(allowed_special, "allowed_special")
+        disallowed = self._special_set(disallowed_special, "disallowed_special") - allowed
+        for token in disallowed:
+            if token in text:
+                raise ValueError(f"the text contains the special token {token!r}; pass "
+                                 f"allowed_special={{{token!r}}} to encode it as id "
+                                 f"{self.encoder[token]}, or use encode_ordinary to encode it as text")
+        ids = []
+        for chunk in self._split_special(text, allowed):
+            ids += [self.encoder[chunk]] if chunk in allowed else self.encode_ordinary(chunk)
+        if truncation or max_length is not None:
+            ids = self._truncate(ids, max_length if max_length is not None else self.model_max_length)
+        return ids
+
+    def _special_set(self, value, name):
+        if value == "all":
+            return self._all_special
+        if not value:
+            return frozenset()
+        value = frozenset(value)
+        unknown = value - self._all_special
+        if unknown:
+            raise ValueError(f"{name}: {sorted(unknown)} are not special tokens of this tokenizer "
+                             f"(it has {sorted(self.special_tokens)})")
+        return value
+
+    def _split_special(self, text, allowed):
+        """'a<|endoftext|>b' -> ['a', '<|endoftext|>', 'b'] for the allowed special tokens present."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        present = [t for t in allowed if t in text]
+        if not present:
+            return [text]
+        # longest first, so a special token that contains another one wins
+        alternatives = "|".join(regex.escape(t) for t in sorted(present, key=len, reverse=True))
+        return [chunk for chunk in regex.split(f"({alternatives})", text) if chunk]
+
+    def _encode_chunks(self, text, allowed):
+        """Yield (id, (start, end)) per token: character offsets into `text` (prefix space excluded)."""
+        start = 0
+        for chunk in self._split_special(text, allowed):
+            if chunk in allowed:
+                yield self.encoder[chunk], (start, start + len(chunk))
+            else:
+                yield from self._encode_with_offsets(chunk, start)
+            start += len(chunk)
+
+    def _encode_with_offsets(self, text, base):
+        """Yield (id, (start, end)) for ordinary text that starts at character `base` of the input.
+
+        A token holding part of a character gets that whole character's span; the added prefix
+        space counts as part of the first character (as in `tokenizers`).
+        """
+        added = self._wants_prefix_space(text)
+        if added:
+            text = " " + text
+        for match in self._pretokenize.finditer(text):
+            piece = match.group()
+            char_of_byte = [match.start() + c for c, char in enumerate(piece) for _ in char.encode("utf-8")]
+            byte_start = 0
+            for token_id in self._encode_piece(piece):
+                byte_end = byte_start + len(self._id_to_bytes[token_id])
+                first, last = char_of_byte[byte_start], char_of_byte[byte_end - 1]
+                if added:
+                    first, last = max(first - 1, 0), max(last - 1, 0)
+                yield token_id, (base + first, base + last + 1)
+                byte_start = byte_end
+
+    def _wants_prefix_space(self, text):
+        # Like tokenizers' ByteLevel(add_prefix_space=True), which transformers 5 runs: only when the
+        # text (each part between special tokens) is non-empty and does not start with a space.
+        return self.add_prefix_space and text != "" and not text.startswith(" ")
+
+    def tokenize(self, text, **kwargs):
+        """Text -> token strings as they appear in the vocabulary ('Ġworld')."""
+        return [self.decoder[i] for i in self.encode(text, **kwargs)]
+
+    # ------------------------------------------------------------------ decode
+
+    def decode_bytes(self, ids):
+        """Ids -> the raw bytes they stand for (may end inside a UTF-8 character)."""
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()
+        if isinstance(ids, int):
+            ids = [ids]
+        try:
+            return b"".join(map(self._id_to_bytes.__getitem__, ids))
+        except (KeyError, TypeError):
+            bad = next(i for i in ids if not isinstance(i, int) or i not in self._id_to_bytes)
+            raise ValueError(f"token id {bad!r} is not in the vocabulary (ids 0..{len(self) - 1})") from None
+
+    def decode(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=False):
+        """Ids -> text. Invalid UTF-8 becomes U+FFFD (errors="replace", as in the reference)."""
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()
+        if isinstance(ids, int):
+            ids = [ids]
+        if skip_special_tokens:
+            special_ids = set(self.special_tokens.values())
+            ids = [i for i in ids if i not in special_ids]
+        text = self.decode_bytes(ids).decode("utf-8", errors="replace")
+        return clean_up_spaces(text) if clean_up_tokenization_spaces else text
+
+    def batch_decode(self, sequences, **kwargs):
+        if hasattr(sequences, "tolist"):
+            sequences = sequences.tolist()
+        return [self.decode(ids, **kwargs) for ids in sequences]
+
+    def convert_tokens_to_ids(self, tokens):
+        if isinstance(tokens, str):
+            return self.encoder.get(tokens, self.encoder.get(self.unk_token))
+        return [self.convert_tokens_to_ids(token) for token in tokens]
+
+    def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()
+        if isinstance(ids, int):
+            return self.decoder[ids] if ids in self.decoder else self._bad_id(ids)
+        return [self.convert_ids_to_tokens(i) for i in ids
+                if not (skip_special_tokens and self.decoder.get(i) in self.special_tokens)]
+
+    def convert_tokens_to_string(self, tokens):
+        return symbols_to_bytes("".join(tokens)).decode("utf-8", errors="replace")
+
+    def _bad_id(self, token_id):
+        raise ValueError(f"token id {token_id!r} is not in the vocabulary (ids 0..{len(self) - 1})")
+
+    # ------------------------------------------------------------------ vocabulary facts
+
+    def __len__(self):
+        return len(self.encoder)
+
+    @property
+    def vocab_size(self):
+        return len(self.encoder)
+
+    def get_vocab(self):
+        return dict(self.encoder)
+
+    @property
+    def eos_token_id(self):
+        return self.encoder.get(self.eos_token)
+
+    @property
+    def bos_token_id(self):
+        return self.encoder.get(self.bos_token)
+
+    @property
+    def unk_token_id(self):
+        return self.encoder.get(self.unk_token)
+
+    @property
+    def pad_token_id(self):
+        return None if self.pad_token is None else self.encoder.get(self.pad_token)
+
+    @pad_token_id.setter
+    def pad_token_id(self, token_id):
+        self.pad_token = None if token_id is None else self.convert_ids_to_tokens(int(token_id))
+
+    @property
+    def pad_token(self):
+        return self._pad_token
+
+    @pad_token.setter
+    def pad_token(self, token):
+        if token is not None and token not in self.encoder:
+            raise ValueError(f"pad_token {token!r} is not in the vocabulary")
+        self._pad_token = token
+
+    def __repr__(self):
+        return (f"GPT2Tokenizer(vocab_size={len(self)}, vocab_file={self.vocab_file!r}, "
+                f"add_prefix_space={self.add_prefix_space}, pad_token={self.pad_token!r}, "
+                f"padding_side={self.padding_side!r})")
+
+    # ------------------------------------------------------------------ batches: __call__
+
+    def __call__(self, text, *, padding=False, truncation=False, max_length=None,
+                 pad_to_multiple_of=None, return_tensors=None, return_attention_mask=True,
+                 return_offsets_mapping=False, allowed_special="all", disallowed_special=(),
+                 add_special_tokens=True):
+        """Encode one text or a list of texts, the way transformers does.
+
+        padding: False / "do_not_pad", True / "longest", or "max_length" (needs a pad_token).
+        truncation: True / "longest_first" / "only_first" cuts to max_length (default
+            model_max_length, 1024), on `truncation_side`.
+        return_tensors: None (lists) or "np" (int64 arrays [batch, seq]).
+        Returns a BatchEncoding (a dict) with input_ids, attention_mask and, if asked, offset_mapping.
+        """
+        single = isinstance(text, str)
+        texts = [text] if single else list(text)
+        if not all(isinstance(t, str) for t in texts):
+            raise ValueError("text must be a str or a list of str")
+        allowed = self._special_set(allowed_special, "allowed_special")
+        disallowed = self._special_set(disallowed_special, "disallowed_special") - allowed
+        rows = []
+        for t in texts:
+            for token in disallowed:
+                if token in t:
+                    raise ValueError(f"the text contains the special token {token!r} "
+                                     "(disallowed_special)")
+            if return_offsets_mapping:
+                pairs = list(self._encode_chunks(t, allowed))
+            else:   # the fast path; (0, 0) offsets are never returned
+                pairs = [(i, (0, 0)) for i in self.encode(t, allowed_special=allowed)]
+            if truncation not in (False, None, "do_not_truncate"):
+                pairs = self._truncate(pairs, max_length if max_length is not None else self.model_max_length)
+            rows.append(pairs)
+        return pad_and_stack(self, rows, single=single, padding=padding, max_length=max_length,
+                             pad_to_multiple_of=pad_to_multiple_of, return_tensors=return_tensors,
+                             return_attention_mask=return_attention_mask,
+                             return_offsets_mapping=return_offsets_mapping)
+
+    def _truncate(self, items, max_length):
+        if max_length is None or len(items) <= max_length:
+            return items
+        if self.truncation_side == "left":
+            return items[len(items) - max_length:]
+        if self.truncation_side != "right":
+            raise ValueError(f"truncation_side must be 'right' or 'left', got {self.truncation_side!r}")
+        return items[:max_length]
+
+    # ------------------------------------------------------------------ explain
+
+    def explain(self, text, allowed_special="all"):
+        """Show the work: pieces, their bytes, each merge applied, the ids. Returns an Explanation."""
+        return explain(self, text, self._special_set(allowed_special, "allowed_special"))
+
+
+def clean_up_spaces(text):
+    """transformers' clean_up_tokenization: drop the space before punctuation (lossy; off by default)."""
+    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+                          (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(before, after)
+    return text
+
+
+def _read_tokenizer_config(folder):
+    """The settings we understand from a Hugging Face tokenizer_config.json, if the folder has one."""
+    path = Path(folder) / "tokenizer_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    settings = {}
+    for key in ("add_prefix_space", "padding_side", "truncation_side", "pad_token"):
+        value = config.get(key)
+        if isinstance(value, dict):            # AddedToken written as {"content": ...}
+            value = value.get("content")
+        if value is not None:
+            settings[key] = value
+    max_length = config.get("model_max_length")
+    if isinstance(max_length, int) and max_length < 10**9:   # HF writes 1e30 for "no limit"
+        settings["model_max_length"] = max_length
+    return settings
