@@ -1,0 +1,140 @@
+"""Checkpoint tensors -> the weights GPT2Model expects, checked by name and shape.
+
+A Hugging Face GPT-2 folder holds ``config.json`` and ``model.safetensors`` (or shards listed in
+``model.safetensors.index.json``). Its tensor names are the model's own, in the Conv1D layout
+``[n_in, n_out]`` that ``ops.linear`` uses directly, so no renaming or transposing happens here:
+
+    wte.weight [v, c]   wpe.weight [n_positions, c]   ln_f.weight, ln_f.bias [c]
+    h.{i}.ln_1.weight / .bias [c]     h.{i}.attn.c_attn.weight [c, 3c]  .bias [3c]
+    h.{i}.ln_2.weight / .bias [c]     h.{i}.attn.c_proj.weight [c, c]   .bias [c]
+                                      h.{i}.mlp.c_fc.weight [c, inner]  .bias [inner]
+                                      h.{i}.mlp.c_proj.weight [inner, c] .bias [c]
+
+Saved from a ``GPT2LMHeadModel`` the same names carry a ``transformer.`` prefix; both are
+accepted. The old ``h.{i}.attn.bias`` / ``attn.masked_bias`` buffers (a causal mask stored as a
+"weight") are ignored by name. Tensors are looked up by name, never counted. Pickle files
+(``pytorch_model.bin``) are never opened: unpickling runs arbitrary code.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+
+from .safetensors import SafetensorsFile
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+BODY_PREFIX = "transformer."
+_BUFFER = re.compile(r"^h\.\d+\.(attn|crossattention)\.(bias|masked_bias)$")
+
+
+def expected_body_shapes(config):
+    """{name: shape} of every tensor GPT2Model needs, unprefixed."""
+    c, inner = config.n_embd, config.inner_dim
+    shapes = {"wte.weight": (config.vocab_size, c), "wpe.weight": (config.n_positions, c)}
+    for i in range(config.n_layer):
+        shapes.update({
+            f"h.{i}.ln_1.weight": (c,), f"h.{i}.ln_1.bias": (c,),
+            f"h.{i}.attn.c_attn.weight": (c, 3 * c), f"h.{i}.attn.c_attn.bias": (3 * c,),
+            f"h.{i}.attn.c_proj.weight": (c, c), f"h.{i}.attn.c_proj.bias": (c,),
+            f"h.{i}.ln_2.weight": (c,), f"h.{i}.ln_2.bias": (c,),
+            f"h.{i}.mlp.c_fc.weight": (c, inner), f"h.{i}.mlp.c_fc.bias": (inner,),
+            f"h.{i}.mlp.c_proj.weight": (inner, c), f"h.{i}.mlp.c_proj.bias": (c,),
+        })
+    shapes.update({"ln_f.weight": (c,), "ln_f.bias": (c,)})
+    return shapes
+
+
+def check_body_weights(weights, config, source="weights"):
+    """Raise ValueError naming the first tensor that is missing or has the wrong shape."""
+    for name, shape in expected_body_shapes(config).items():
+        if name not in weights:
+            raise ValueError(f"{source}: missing tensor {name!r} (expected shape {list(shape)})")
+        actual = tuple(np.shape(weights[name]))
+        if actual != shape:
+            raise ValueError(f"{source}: tensor {name!r} has shape {list(actual)}, expected "
+                             f"{list(shape)} from the config")
+
+
+def weight_files(folder):
+    """The safetensors file(s) of a model folder: one file, or the shards of an index."""
+    folder = os.fspath(folder)
+    single = os.path.join(folder, WEIGHTS_NAME)
+    index = os.path.join(folder, WEIGHTS_INDEX_NAME)
+    if os.path.isfile(single):
+        return [single]
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            try:
+                weight_map = json.load(f)["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{index}: not a safetensors index ({e})") from None
+        return [os.path.join(folder, shard) for shard in sorted(set(weight_map.values()))]
+    pickles = [n for n in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
+               if os.path.isfile(os.path.join(folder, n))]
+    hint = (f" It has {pickles[0]}, which minigpt2 does not read (pickle can run code); convert it "
+            f"once with transformers: model.save_pretrained(folder, safe_serialization=True).") if pickles else ""
+    raise ValueError(f"{folder}: no {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME}.{hint}")
+
+
+def read_folder_tensors(folder):
+    """{name: float32 array} of every tensor in the folder's safetensors file(s), names as stored.
+
+    F32 tensors stay zero-copy memory maps; F16/BF16/F64 ones are converted once to float32.
+    Returns (tensors, {name: file it came from}).
+    """
+    tensors, origin = {}, {}
+    for path in weight_files(folder):
+        f = SafetensorsFile(path)
+        for name in f.keys():
+            if name in tensors:
+                raise ValueError(f"{path}: tensor {name!r} also appears in {origin[name]}")
+            tensors[name] = f.get(name, as_float32=True)
+            origin[name] = path
+    return tensors, origin
+
+
+def split_body_and_heads(tensors, origin=None, source="checkpoint"):
+    """Separate the body (GPT2Model) tensors from everything else.
+
+    Returns (body: unprefixed names, e.g. "h.0.ln_1.weight"; heads: every other tensor, e.g.
+    "lm_head.weight", "score.weight"). Buffers such as "h.0.attn.bias" are dropped.
+    """
+    origin = origin or {}
+    body, heads = {}, {}
+    for name, array in tensors.items():
+        if name.startswith(BODY_PREFIX):
+            short = name[len(BODY_PREFIX):]
+        elif name.split(".")[0] in ("wte", "wpe", "h", "ln_f"):
+            short = name
+        else:
+            heads[name] = array
+            continue
+        if _BUFFER.match(short):
+            continue
+        if short in body:
+            raise ValueError(f"{origin.get(name, source)}: tensor {short!r} is stored both with and "
+                             f"without the {BODY_PREFIX!r} prefix")
+        body[short] = array
+    return body, heads
+
+
+def load_weights(folder, config):
+    """Body and head tensors of a model folder, the body checked against ``config``.
+
+    Returns (body, heads) as in ``split_body_and_heads``. A missing or mis-shaped body tensor is
+    a ValueError naming the tensor, both shapes and the file.
+    """
+    tensors, origin = read_folder_tensors(folder)
+    body, heads = split_body_and_heads(tensors, origin)
+    files = sorted(set(origin.values())) or [os.path.join(os.fspath(folder), WEIGHTS_NAME)]
+    source = files[0] if len(files) == 1 else f"{folder} ({len(files)} shards)"
+    for name, shape in expected_body_shapes(config).items():
+        if name in body and tuple(body[name].shape) != shape:
+            where = origin.get(name, origin.get(BODY_PREFIX + name, source))
+            raise ValueError(f"{where}: tensor {name!r} has shape {list(body[name].shape)}, "
+                             f"expected {list(shape)} from config.json")
+    check_body_weights(body, config, source)
+    return body, heads

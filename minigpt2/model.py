@@ -1,0 +1,308 @@
+"""GPT2Model and GPT2LMHeadModel: the GPT-2 forward pass, composed from the ops.
+
+One token's path, ids to logits (shapes for a batch b of t new tokens, s = past + t):
+
+    x = wte[ids] + wpe[positions]                              [b, t] -> [b, t, c]
+    for each of the n_layer blocks:
+        x = x + c_proj(attention(split(c_attn(ln_1(x)))))       [b, t, c]
+        x = x + mlp_c_proj(act(c_fc(ln_2(x))))                  [b, t, c]
+    x = ln_f(x)                                                 [b, t, c]
+    logits = x @ wte.T                                          [b, t, v]   (GPT2LMHeadModel)
+
+``backend="numba"`` (default) takes layer_norm, linear, gelu_new and attention from
+``kernels.py``; ``backend="numpy"`` takes them from ``ops.py``. Both compute the same function.
+"""
+
+import os
+
+import numpy as np
+
+from . import ops
+from .cache import KVCache
+from .checkpoints import check_body_weights, load_weights, split_body_and_heads
+from .config import GPT2Config
+from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+
+def backend_module(backend):
+    """The module whose layer_norm / linear / gelu_new / attention the model calls."""
+    if backend == "numpy":
+        return ops
+    if backend == "numba":
+        from . import kernels        # imported on demand: only this backend pays for Numba
+        return kernels
+    raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+
+
+class GPT2Block:
+    """One transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Pre-norm residual."""
+
+    def __init__(self, weights, layer_idx, config, backend_ops):
+        w = lambda name: weights[f"h.{layer_idx}.{name}"]              # noqa: E731
+        self.ln_1 = (w("ln_1.weight"), w("ln_1.bias"))
+        self.c_attn = (w("attn.c_attn.weight"), w("attn.c_attn.bias"))    # [c, 3c], [3c]
+        self.attn_c_proj = (w("attn.c_proj.weight"), w("attn.c_proj.bias"))  # [c, c], [c]
+        self.ln_2 = (w("ln_2.weight"), w("ln_2.bias"))
+        self.c_fc = (w("mlp.c_fc.weight"), w("mlp.c_fc.bias"))            # [c, inner], [inner]
+        self.mlp_c_proj = (w("mlp.c_proj.weight"), w("mlp.c_proj.bias"))  # [inner, c], [c]
+        self.layer_idx, self.n_head, self.eps = layer_idx, config.n_head, config.layer_norm_epsilon
+        self.ops = backend_ops
+        # Attention scores are q.k * scale. reorder_and_upcast_attn only changes the order of
+        # float16 operations in transformers; in float32 it computes the same thing, so it is ignored.
+        self.scale = 1.0 / np.sqrt(config.head_dim) if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= layer_idx + 1
+        self.activation = config.activation_function
+        self.act = getattr(backend_ops, "gelu_new") if self.activation == "gelu_new" else \
+            ops.ACTIVATIONS[self.activation]
+
+    def __call__(self, x, mask, kv_cache=None, head_mask=None, output_attentions=False, trace=None):
+        """x [b, t, c], mask [b, t, s] -> (x [b, t, c], probs [b, h, t, s] or None).
+
+        ``trace``, when a dict, receives every intermediate as trace["h.{i}.<step>"].
+        """
+        K, i = self.ops, self.layer_idx
+        record = (lambda name, a: trace.__setitem__(f"h.{i}.{name}", a)) if trace is not None \
+            else (lambda name, a: None)
+        # -- attention
+        h = K.layer_norm(x, *self.ln_1, self.eps)                      # [b, t, c]
+        qkv = K.linear(h, *self.c_attn)                                # [b, t, c] -> [b, t, 3c]
+        q, k, v = np.split(qkv, 3, axis=-1)                            # 3 x [b, t, c]
+        q, k, v = (ops.split_heads(a, self.n_head) for a in (q, k, v))  # 3 x [b, h, t, d]
+        record("ln_1", h), record("attn.q", q), record("attn.k", k), record("attn.v", v)
+        if kv_cache is not None:
+            k, v = kv_cache.update(i, k, v)                            # past + new: [b, h, s, d]
+        a, probs = K.attention(q, k, v, mask, self.scale, head_mask, output_attentions)  # [b, h, t, d]
+        a = K.linear(ops.merge_heads(a), *self.attn_c_proj)           # [b, h, t, d] -> [b, t, c]
+        x = x + a
+        record("attn.probs", probs), record("attn.out", a), record("attn.residual", x)
+        # -- MLP
+        h = K.layer_norm(x, *self.ln_2, self.eps)                      # [b, t, c]
+        if self.activation == "gelu_new" and hasattr(K, "linear_gelu"):
+            h_act = K.linear_gelu(h, *self.c_fc)                       # fused: [b, t, c] -> [b, t, inner]
+        else:
+            h_act = self.act(K.linear(h, *self.c_fc))                  # [b, t, c] -> [b, t, inner]
+        m = K.linear(h_act, *self.mlp_c_proj)                          # [b, t, inner] -> [b, t, c]
+        x = x + m
+        record("ln_2", h), record("mlp.act", h_act), record("mlp.out", m), record("out", x)
+        return x, probs
+
+
+class GPT2Model:
+    """The GPT-2 body: embeddings, n_layer blocks, final layer norm. ``weights`` as in a checkpoint
+    (names with or without the ``transformer.`` prefix), float32 arrays."""
+
+    def __init__(self, config, weights, backend="numba"):
+        if config.add_cross_attention:
+            raise ValueError("add_cross_attention=True (GPT-2 as a decoder of an encoder) is not supported")
+        if config.activation_function not in ops.ACTIVATIONS:
+            raise ValueError(f"activation_function {config.activation_function!r} is not one of "
+                             f"{sorted(ops.ACTIVATIONS)}")
+        body, _ = split_body_and_heads(weights)
+        check_body_weights(body, config)
+        body = {name: np.asarray(a, np.float32) for name, a in body.items()}  # no copy if float32
+        self.config, self.backend, self.ops = config, backend, backend_module(backend)
+        self.wte, self.wpe = body["wte.weight"], body["wpe.weight"]        # [v, c], [n_positions, c]
+        self.h = [GPT2Block(body, i, config, self.ops) for i in range(config.n_layer)]
+        self.ln_f = (body["ln_f.weight"], body["ln_f.bias"])
+
+    @classmethod
+    def from_pretrained(cls, name_or_folder, backend="numba", cache_dir=None, local_files_only=False):
+        """Load from a folder (config.json + model.safetensors) or a model name (via minigpt2.hub)."""
+        folder = _resolve_folder(name_or_folder, cache_dir, local_files_only)
+        config = GPT2Config.from_pretrained(folder)
+        body, heads = load_weights(folder, config)
+        return cls(config, {**heads, **body}, backend=backend)
+
+    def __call__(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
+                 position_ids=None, head_mask=None, inputs_embeds=None, use_cache=False,
+                 output_attentions=False, output_hidden_states=False, trace=None):
+        cfg = self.config
+        # -- check the inputs and find b (batch), t (new tokens), n_past (tokens in the cache)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            input_ids = _token_ids(input_ids, "input_ids", cfg.vocab_size)     # [b, t]
+            b, t = input_ids.shape
+        else:
+            inputs_embeds = _embeddings(inputs_embeds, cfg.n_embd)             # [b, t, c]
+            b, t = inputs_embeds.shape[:2]
+        kv_cache = _prepare_cache(past_key_values, use_cache, cfg, b)
+        n_past = len(kv_cache) if kv_cache is not None else 0
+        if n_past + t > cfg.n_positions:
+            raise ValueError(f"sequence too long: {n_past} cached + {t} new tokens > n_positions "
+                             f"({cfg.n_positions}), the number of position embeddings")
+        attention_mask = _attention_mask(attention_mask, b, n_past + t)        # [b, s] or None
+        position_ids = _position_ids(position_ids, attention_mask, b, t, n_past, cfg.n_positions)
+        head_masks = _head_masks(head_mask, cfg.n_layer, cfg.n_head)           # n_layer x ([h] or None)
+
+        # -- embeddings: token + position (+ token type, embedded with wte as in transformers)
+        tokens = self.wte[input_ids] if inputs_embeds is None else inputs_embeds
+        x = tokens + self.wpe[position_ids]                                    # [b, t, c]
+        if token_type_ids is not None:
+            x = x + self.wte[_token_ids(token_type_ids, "token_type_ids", cfg.vocab_size, (b, t))]
+        if trace is not None:
+            trace["embeddings"] = x
+        # which keys each query may see: causal, and not padding
+        mask = np.ascontiguousarray(np.broadcast_to(
+            ops.causal_mask(t, n_past, attention_mask), (b, t, n_past + t)))   # [b, t, s] bool
+
+        # -- the blocks
+        hidden_states, attentions = [], []
+        for block, block_head_mask in zip(self.h, head_masks):
+            hidden_states.append(x)                                            # input of each block
+            x, probs = block(x, mask, kv_cache, block_head_mask, output_attentions, trace)
+            attentions.append(probs)
+        x = self.ops.layer_norm(x, *self.ln_f, cfg.layer_norm_epsilon)         # [b, t, c]
+        hidden_states.append(x)                                                # the last one is after ln_f
+        if trace is not None:
+            trace["ln_f"] = x
+        if kv_cache is not None:
+            kv_cache.advance(t)                                                # every layer has written t more
+        return BaseModelOutputWithPast(
+            last_hidden_state=x,
+            past_key_values=kv_cache if use_cache else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None)
+
+
+class GPT2LMHeadModel:
+    """GPT2Model plus the language-modelling head: logits = hidden @ wte.T (the tied embedding)."""
+
+    def __init__(self, config, weights, backend="numba"):
+        self.transformer = GPT2Model(config, weights, backend=backend)
+        self.config = config
+        _, heads = split_body_and_heads(weights)
+        if config.tie_word_embeddings or "lm_head.weight" not in heads:
+            if not config.tie_word_embeddings:
+                raise ValueError("tie_word_embeddings is False but the weights have no 'lm_head.weight'")
+            self.lm_head = self.transformer.wte                     # [v, c], tied: the same array, no copy
+        else:
+            self.lm_head = np.asarray(heads["lm_head.weight"], np.float32)
+            if self.lm_head.shape != self.transformer.wte.shape:
+                raise ValueError(f"tensor 'lm_head.weight' has shape {list(self.lm_head.shape)}, "
+                                 f"expected {list(self.transformer.wte.shape)}")
+
+    from_pretrained = GPT2Model.__dict__["from_pretrained"]
+
+    @property
+    def backend(self):
+        return self.transformer.backend
+
+    def __call__(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
+                 position_ids=None, head_mask=None, inputs_embeds=None, labels=None, use_cache=False,
+                 output_attentions=False, output_hidden_states=False, trace=None):
+        out = self.transformer(input_ids=input_ids, past_key_values=past_key_values,
+                               attention_mask=attention_mask, token_type_ids=token_type_ids,
+                               position_ids=position_ids, head_mask=head_mask,
+                               inputs_embeds=inputs_embeds, use_cache=use_cache,
+                               output_attentions=output_attentions,
+                               output_hidden_states=output_hidden_states, trace=trace)
+        h = out.last_hidden_state                                               # [b, t, c]
+        logits = self.transformer.ops.linear(h, self.lm_head.T, None)         # [b, t, c] @ [c, v] -> [b, t, v]
+        loss = None
+        if labels is not None:
+            b, t = h.shape[:2]
+            labels = _token_ids(labels, "labels", self.config.vocab_size, (b, t), allow=-100)
+            # position i predicts token i + 1: drop the last logits and the first label
+            loss = ops.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                     labels[:, 1:].reshape(-1))
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values,
+                                      hidden_states=out.hidden_states, attentions=out.attentions)
+
+    def generate(self, input_ids, **kwargs):
+        """Continue the prompts; see ``minigpt2.generate.generate`` for the arguments."""
+        from .generate import generate
+        return generate(self, input_ids, **kwargs)
+
+
+# ---- input checks: every bad input is a ValueError that says what is wrong ----------------------
+
+def _resolve_folder(name_or_folder, cache_dir, local_files_only):
+    if os.path.isdir(os.fspath(name_or_folder)):
+        return os.fspath(name_or_folder)
+    from .hub import resolve_model_folder        # only names need the hub (and maybe the network)
+    return resolve_model_folder(name_or_folder, cache_dir=cache_dir, local_files_only=local_files_only)
+
+
+def _token_ids(ids, name, vocab_size, shape=None, allow=None):
+    """ids as int64 [b, t] (a 1-D sequence is one row), each in 0..vocab_size-1 (or == allow)."""
+    ids = np.asarray(ids)
+    if ids.dtype == bool or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
+        raise ValueError(f"{name} must hold integers, got dtype {ids.dtype}")
+    if ids.ndim == 1 and shape is None:
+        ids = ids[None, :]
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"{name} must be [batch, seq] with seq >= 1, got shape {ids.shape}")
+    if shape is not None and ids.shape != shape:
+        raise ValueError(f"{name} has shape {ids.shape}, expected {shape} (as input_ids)")
+    bad = ((ids < 0) | (ids >= vocab_size)) & (ids != allow if allow is not None else True)
+    if bad.any():
+        raise ValueError(f"{name} must be in 0..{vocab_size - 1} (vocab_size){'' if allow is None else f' or {allow}'}"
+                         f", got {ids[bad][0]} at position {tuple(int(p) for p in np.argwhere(bad)[0])}")
+    return ids.astype(np.int64)
+
+
+def _embeddings(inputs_embeds, n_embd):
+    x = np.asarray(inputs_embeds)
+    if not np.issubdtype(x.dtype, np.floating) or x.ndim != 3 or x.shape[2] != n_embd or x.shape[1] == 0:
+        raise ValueError(f"inputs_embeds must be float [batch, seq, n_embd={n_embd}], got "
+                         f"{x.dtype} {x.shape}")
+    return x.astype(np.float32)
+
+
+def _attention_mask(mask, b, s):
+    """mask [b, s] of 0/1 covering past + new tokens -> bool, or None."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != (b, s) and not (mask.ndim == 1 and b == 1 and mask.shape == (s,)):
+        raise ValueError(f"attention_mask must have shape {(b, s)} (batch, past + new tokens), "
+                         f"got {mask.shape}")
+    if not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+    return mask.reshape(b, s).astype(bool)
+
+
+def _position_ids(position_ids, attention_mask, b, t, n_past, n_positions):
+    """[b, t] positions. Default: count the real tokens (cumsum(mask) - 1, so left padding works;
+    transformers' forward uses arange instead, which equals it for unpadded and right-padded rows)."""
+    if position_ids is None:
+        if attention_mask is None:
+            return np.broadcast_to(np.arange(n_past, n_past + t), (b, t))
+        return np.maximum(np.cumsum(attention_mask, axis=-1) - 1, 0)[:, n_past:]
+    position_ids = np.asarray(position_ids)
+    if not np.issubdtype(position_ids.dtype, np.integer) or position_ids.shape not in ((t,), (1, t), (b, t)):
+        raise ValueError(f"position_ids must be integers of shape {(b, t)}, got {position_ids.dtype} "
+                         f"{position_ids.shape}")
+    if ((position_ids < 0) | (position_ids >= n_positions)).any():
+        raise ValueError(f"position_ids must be in 0..{n_positions - 1} (n_positions)")
+    return np.broadcast_to(position_ids, (b, t))
+
+
+def _head_masks(head_mask, n_layer, n_head):
+    """None, [n_head] (every layer) or [n_layer, n_head] -> a list of n_layer ([n_head] or None)."""
+    if head_mask is None:
+        return [None] * n_layer
+    head_mask = np.asarray(head_mask, dtype=np.float32)
+    if head_mask.shape == (n_head,):
+        return [head_mask] * n_layer
+    if head_mask.shape == (n_layer, n_head):
+        return list(head_mask)
+    raise ValueError(f"head_mask must have shape ({n_head},) or ({n_layer}, {n_head}), got {head_mask.shape}")
+
+
+def _prepare_cache(past_key_values, use_cache, config, b):
+    """The KVCache to read and write this call, or None (no cache at all)."""
+    if past_key_values is None:
+        return KVCache.for_config(config, b) if use_cache else None
+    if not isinstance(past_key_values, KVCache):                # transformers' tuple of (key, value)
+        past_key_values = KVCache.from_legacy(past_key_values, config.n_positions)
+    cache = past_key_values
+    k = cache.keys[0]
+    expected = (b, config.n_head, config.head_dim)
+    if cache.n_layer != config.n_layer or (k.shape[0], k.shape[1], k.shape[3]) != expected:
+        raise ValueError(f"past_key_values do not fit this model and batch: {cache!r}, expected "
+                         f"n_layer={config.n_layer}, batch={b}, n_head={config.n_head}, "
+                         f"head_dim={config.head_dim}")
+    return cache

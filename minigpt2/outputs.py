@@ -1,0 +1,41 @@
+"""What the models return: dataclasses with transformers' field names, holding NumPy arrays.
+
+    out = model(ids, output_hidden_states=True)
+    out.logits, out["logits"], out.hidden_states[-1]
+"""
+
+from dataclasses import dataclass, fields
+
+
+class ModelOutput:
+    """Attribute access plus ``out["name"]`` and ``to_tuple()`` (the fields that are not None)."""
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def keys(self):
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def to_tuple(self):
+        return tuple(getattr(self, name) for name in self.keys())
+
+
+@dataclass
+class BaseModelOutputWithPast(ModelOutput):
+    """GPT2Model's output."""
+    last_hidden_state: object = None   # [b, t, c] float32, after ln_f
+    past_key_values: object = None     # KVCache when use_cache=True
+    hidden_states: tuple = None        # n_layer + 1 arrays [b, t, c]: embeddings, block inputs, ln_f output
+    attentions: tuple = None           # n_layer arrays [b, h, t, s]
+
+
+@dataclass
+class CausalLMOutputWithPast(ModelOutput):
+    """GPT2LMHeadModel's output."""
+    loss: object = None                # float32 scalar when labels were given
+    logits: object = None              # [b, t, vocab_size] float32
+    past_key_values: object = None
+    hidden_states: tuple = None
+    attentions: tuple = None
