@@ -50,7 +50,8 @@ REQUIRED_FILES = ("config.json", WEIGHTS_FILE)
 OPTIONAL_FILES = ("vocab.json", "merges.txt", "generation_config.json")
 PICKLED_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "model.ckpt.index")
 
-CHUNK_BYTES = 1 << 20
+# Bytes a read that is cut off by a dropped connection loses (urllib3 drops a short last read).
+CHUNK_BYTES = 1 << 16
 TIMEOUT_S = (10, 60)  # (connect, read) seconds for each request
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
@@ -424,23 +425,22 @@ class _Retry(Exception):
 
 def _write_body(response, partial, mode, bar):
     """Append (or write) the response body to `partial`; a full disk is a HubError, the file is kept."""
+    import requests
+
     try:
-        out = open(partial, mode)
-    except OSError as error:
-        raise HubError(f"cannot write {partial}: {error.strerror or error}") from None
-    with out:
-        for chunk in response.iter_content(CHUNK_BYTES):
-            try:
+        with open(partial, mode) as out:
+            for chunk in response.iter_content(CHUNK_BYTES):
                 out.write(chunk)
-                out.flush()  # so that a full disk shows up here, not in close()
-            except OSError as error:
-                if error.errno == errno.ENOSPC:
-                    raise HubError(
-                        f"disk full while writing {partial} (kept, to resume): free some space and run "
-                        "again, or choose another folder with --cache-dir"
-                    ) from None
-                raise HubError(f"cannot write {partial}: {error.strerror or error}") from None
-            bar.update(len(chunk))
+                bar.update(len(chunk))
+    except requests.RequestException:
+        raise  # network trouble (requests' errors are OSErrors too): the caller retries
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise HubError(
+                f"disk full while writing {partial} (kept, to resume): free some space and run "
+                "again, or choose another folder with --cache-dir"
+            ) from None
+        raise HubError(f"cannot write {partial}: {error.strerror or error}") from None
 
 
 def _verify(remote, partial):

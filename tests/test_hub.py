@@ -1,0 +1,371 @@
+"""minigpt2.hub against a loopback fake hub (tests/fake_hub.py): never the real network.
+
+Expected bytes are the files the fake server holds; expected hashes are computed here with hashlib.
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minigpt2 import cli, hub
+from minigpt2.safetensors import save_file
+
+from fake_hub import FakeHub
+
+REPO = "openai-community/gpt2"
+
+
+def make_files(tmp_path, n_floats=60_000, generation_config=True):
+    """config.json, a small model.safetensors (~240 kB), vocab.json, merges.txt (+ generation_config.json)."""
+    rng = np.random.default_rng(0)
+    weights = tmp_path / "src.safetensors"
+    save_file({"wte.weight": rng.standard_normal((n_floats // 100, 100)).astype(np.float32),
+               "ln_f.bias": np.zeros(100, np.float32)}, weights)
+    files = {
+        "config.json": json.dumps({"model_type": "gpt2", "n_embd": 100, "n_layer": 0}).encode(),
+        "model.safetensors": weights.read_bytes(),
+        "vocab.json": json.dumps({"a": 0, "b": 1, "ab": 2}).encode(),
+        "merges.txt": b"#version: 0.2\na b\n",
+    }
+    if generation_config:
+        files["generation_config.json"] = b'{"bos_token_id": 50256}'
+    return files
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    # No real cache of the machine leaks in, and nothing leaks out.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("MINIGPT2_HOME", str(tmp_path / "minigpt2-home"))
+    server = FakeHub()
+    server.add_repo(REPO, make_files(tmp_path))
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    yield server
+    server.close()
+
+
+def download(fake_hub, tmp_path, name="gpt2", **kwargs):
+    kwargs = {"cache_dir": tmp_path / "cache", "endpoint": fake_hub.url, "backoff": 0.0,
+              "progress": False, **kwargs}
+    return hub.download_model(name, **kwargs)
+
+
+def assert_identical(folder, files):
+    for filename, data in files.items():
+        assert (folder / filename).read_bytes() == data, filename
+    assert not list(folder.glob("*.incomplete"))
+
+
+# ---------------------------------------------------------------- a clean download
+
+
+def test_download_is_byte_identical_and_uses_the_hub_protocol(fake_hub, tmp_path):
+    folder = download(fake_hub, tmp_path)
+    assert folder == tmp_path / "cache" / "gpt2"
+    assert_identical(folder, fake_hub.repos[REPO])
+    # Weights: HEAD on /resolve (redirect not followed), then the bytes from the redirect target.
+    heads = fake_hub.requests_for("model.safetensors", "HEAD")
+    assert [r.path for r in heads] == [f"/{REPO}/resolve/main/model.safetensors"]
+    assert len(fake_hub.content_gets("model.safetensors")) == 1
+    # Never a pickled checkpoint.
+    assert not any(r.filename and r.filename.endswith(".bin") for r in fake_hub.log)
+
+
+def test_second_download_fetches_nothing(fake_hub, tmp_path):
+    download(fake_hub, tmp_path)
+    fake_hub.log.clear()
+    folder = download(fake_hub, tmp_path)
+    assert fake_hub.log == []
+    assert hub.resolve_model_folder("gpt2", cache_dir=tmp_path / "cache") == folder
+    assert fake_hub.log == []
+
+
+def test_optional_file_missing_is_not_an_error(fake_hub, tmp_path):
+    files = make_files(tmp_path, generation_config=False)
+    fake_hub.add_repo("someone/tiny", files)
+    folder = download(fake_hub, tmp_path, "someone/tiny")
+    assert folder.name == "someone--tiny"
+    assert_identical(folder, files)
+    assert not (folder / "generation_config.json").exists()
+
+
+def test_resolve_downloads_on_first_use(fake_hub, tmp_path):
+    # HF_ENDPOINT (set by the fixture) points at the fake hub; MINIGPT2_HOME is the cache.
+    folder = hub.resolve_model_folder("gpt2")
+    assert folder == tmp_path / "minigpt2-home" / "gpt2"
+    assert_identical(folder, fake_hub.repos[REPO])
+
+
+def test_official_repo_id_shares_the_short_folder(fake_hub, tmp_path):
+    assert download(fake_hub, tmp_path, REPO) == tmp_path / "cache" / "gpt2"
+
+
+def test_revision_gets_its_own_folder(fake_hub, tmp_path):
+    folder = download(fake_hub, tmp_path, revision="v1.0")
+    assert folder.name == "gpt2@v1.0"
+    assert fake_hub.requests_for("config.json")[0].path == f"/{REPO}/resolve/v1.0/config.json"
+
+
+# ---------------------------------------------------------------- faults
+
+
+def test_dropped_connection_resumes_with_range(fake_hub, tmp_path):
+    fake_hub.fail("model.safetensors", "drop")
+    folder = download(fake_hub, tmp_path)
+    assert_identical(folder, fake_hub.repos[REPO])
+    gets = fake_hub.content_gets("model.safetensors")
+    size = len(fake_hub.repos[REPO]["model.safetensors"])
+    assert len(gets) == 2
+    assert gets[0].range is None
+    resumed_at = int(gets[1].range.removeprefix("bytes=").rstrip("-"))
+    assert 0 < resumed_at < size
+
+
+def test_partial_file_from_an_earlier_run_is_continued(fake_hub, tmp_path):
+    data = fake_hub.repos[REPO]["model.safetensors"]
+    folder = tmp_path / "cache" / "gpt2"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors.incomplete").write_bytes(data[:1000])
+    download(fake_hub, tmp_path)
+    assert [r.range for r in fake_hub.content_gets("model.safetensors")] == ["bytes=1000-"]
+    assert_identical(folder, fake_hub.repos[REPO])
+
+
+def test_server_ignoring_range_restarts_the_file(fake_hub, tmp_path):
+    data = fake_hub.repos[REPO]["model.safetensors"]
+    folder = tmp_path / "cache" / "gpt2"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors.incomplete").write_bytes(data[:1000])
+    fake_hub.fail("model.safetensors", "ignore_range")
+    download(fake_hub, tmp_path)
+    assert_identical(folder, fake_hub.repos[REPO])
+
+
+@pytest.mark.parametrize("filename", ["model.safetensors", "config.json", "merges.txt"])
+def test_corrupted_bytes_are_refused_and_removed(fake_hub, tmp_path, filename):
+    fake_hub.fail(filename, "corrupt")
+    with pytest.raises(hub.HubError, match=f"{filename} .* corrupt .*checksum mismatch.*removed"):
+        download(fake_hub, tmp_path)
+    folder = tmp_path / "cache" / "gpt2"
+    assert not (folder / filename).exists()
+    assert not (folder / (filename + ".incomplete")).exists()
+    # Running again fetches a good copy.
+    assert_identical(download(fake_hub, tmp_path), fake_hub.repos[REPO])
+
+
+def test_invalid_safetensors_with_matching_hash_is_refused(fake_hub, tmp_path):
+    files = make_files(tmp_path)
+    files["model.safetensors"] = b"\xff" * 64  # the hash matches (the server says so) but it is no safetensors
+    fake_hub.add_repo("someone/broken", files)
+    with pytest.raises(hub.HubError, match="not a valid safetensors file"):
+        download(fake_hub, tmp_path, "someone/broken")
+    assert not list((tmp_path / "cache" / "someone--broken").glob("model.safetensors*"))
+
+
+def test_server_error_then_success(fake_hub, tmp_path):
+    fake_hub.fail("config.json", 500)               # on the HEAD
+    fake_hub.fail("model.safetensors", 503)         # on the HEAD
+    fake_hub.fail("model.safetensors", 500)         # on the GET of /resolve
+    assert_identical(download(fake_hub, tmp_path), fake_hub.repos[REPO])
+
+
+def test_server_error_gives_up_after_retries(fake_hub, tmp_path):
+    fake_hub.fail("config.json", 500, times=100)
+    with pytest.raises(hub.HubError, match=r"HTTP 500 .* after 3 tries.*failing"):
+        download(fake_hub, tmp_path, retries=2)
+    assert len(fake_hub.requests_for("config.json")) == 3
+
+
+def test_rate_limited(fake_hub, tmp_path):
+    fake_hub.fail("config.json", 429, times=100)
+    with pytest.raises(hub.HubError, match="HTTP 429 .*rate-limited"):
+        download(fake_hub, tmp_path, retries=1)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_forbidden(fake_hub, tmp_path, status):
+    fake_hub.fail("config.json", status)
+    with pytest.raises(hub.HubError, match=f"access denied .*HTTP {status}.*HF_TOKEN"):
+        download(fake_hub, tmp_path)
+    assert len(fake_hub.requests_for("config.json")) == 1  # not retried
+
+
+def test_unknown_repository(fake_hub, tmp_path):
+    with pytest.raises(hub.HubError, match="no model repository 'someone/missing'.*404"):
+        download(fake_hub, tmp_path, "someone/missing")
+
+
+def test_pickled_only_repository_is_refused(fake_hub, tmp_path):
+    fake_hub.add_repo("someone/old", {"config.json": b"{}", "pytorch_model.bin": b"pickle"})
+    with pytest.raises(hub.HubError, match="no model.safetensors.*pickled .*refused"):
+        download(fake_hub, tmp_path, "someone/old")
+    assert fake_hub.requests_for("pytorch_model.bin") == []
+
+
+def test_no_network(tmp_path):
+    with pytest.raises(hub.HubError, match="Connection refused.*No network.*HF_HUB_OFFLINE=1"):
+        hub.download_model("gpt2", cache_dir=tmp_path, endpoint="http://127.0.0.1:9", retries=1, backoff=0.0)
+
+
+def test_not_enough_disk_space(fake_hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(hub.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
+    with pytest.raises(hub.HubError, match="not enough disk space.*--cache-dir"):
+        download(fake_hub, tmp_path)
+    assert fake_hub.content_gets("model.safetensors") == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_disk_full_while_writing():
+    class Body:
+        def iter_content(self, size):
+            yield b"x" * 10
+
+    from tqdm import tqdm
+    from pathlib import Path
+    with pytest.raises(hub.HubError, match="disk full while writing"):
+        hub._write_body(Body(), Path("/dev/full"), "wb", tqdm(disable=True))
+
+
+# ---------------------------------------------------------------- names and local lookups
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/../../b", "/tmp/x", "a\\b", "a//b", "", "a/b/c", ".hidden",
+                                  "x--y", "-rf"])
+def test_bad_names_are_refused(tmp_path, name):
+    with pytest.raises(ValueError):
+        hub.download_model(name, cache_dir=tmp_path / "cache", endpoint="http://127.0.0.1:9")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.parametrize("name", ["../evil", "/no/such/folder", "a/b/c"])
+def test_resolve_refuses_bad_names_with_one_line(tmp_path, name):
+    with pytest.raises(ValueError, match="neither an existing folder nor a model name") as error:
+        hub.resolve_model_folder(name, cache_dir=tmp_path, local_files_only=True)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_short_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'gpt3'.*gpt2-medium"):
+        hub.resolve_model_folder("gpt3", cache_dir=tmp_path)
+
+
+def test_bad_revision_refused(tmp_path):
+    with pytest.raises(ValueError, match="invalid revision"):
+        hub.download_model("gpt2", cache_dir=tmp_path, revision="../x", endpoint="http://127.0.0.1:9")
+
+
+def test_existing_folder_is_used_as_is(tmp_path):
+    assert hub.resolve_model_folder(tmp_path) == tmp_path
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        hub.resolve_model_folder(tmp_path / "f.txt")
+
+
+def test_bundled_models(tmp_path, monkeypatch):
+    (tmp_path / "tiny-test" / "config.json").parent.mkdir()
+    (tmp_path / "tiny-test" / "config.json").write_text("{}")
+    (tmp_path / "not-a-model").mkdir()
+    monkeypatch.setattr(hub, "BUNDLED_MODELS_DIR", tmp_path)
+    assert hub.bundled_models() == {"tiny-test": tmp_path / "tiny-test"}
+    assert hub.resolve_model_folder("tiny-test", local_files_only=True) == tmp_path / "tiny-test"
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_offline_says_what_to_run(fake_hub, tmp_path, monkeypatch, how):
+    if how == "environment":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hub.HubError, match=r"downloading is off .*download_weights.py gpt2") as error:
+        hub.resolve_model_folder("gpt2", cache_dir=tmp_path / "cache", local_files_only=(how == "argument"))
+    assert ("local_files_only=True" if how == "argument" else "HF_HUB_OFFLINE=1") in str(error.value)
+    assert fake_hub.log == []
+
+
+def make_hf_snapshot(hub_cache, repo_id, commit, ref="main"):
+    repo = hub_cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "model.safetensors").write_bytes(b"weights")
+    if ref:
+        (repo / "refs").mkdir()
+        (repo / "refs" / ref).write_text(commit)
+    return snapshot
+
+
+@pytest.mark.parametrize("repo_id", ["openai-community/gpt2", "gpt2"])
+def test_huggingface_cache_is_reused(fake_hub, tmp_path, repo_id):
+    snapshot = make_hf_snapshot(tmp_path / "hf-home" / "hub", repo_id, "a" * 40)
+    assert hub.resolve_model_folder("gpt2", cache_dir=tmp_path / "cache") == snapshot
+    assert hub.resolve_model_folder("gpt2", local_files_only=True) == snapshot
+    assert fake_hub.log == []
+
+
+def test_huggingface_cache_follows_the_ref(fake_hub, tmp_path, monkeypatch):
+    hub_cache = tmp_path / "elsewhere"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache))
+    make_hf_snapshot(hub_cache, REPO, "b" * 40, ref=None)        # an older snapshot
+    current = make_hf_snapshot(hub_cache, REPO, "c" * 40, ref="main")
+    assert hub.resolve_model_folder("gpt2", local_files_only=True) == current
+
+
+def test_incomplete_huggingface_snapshot_is_not_used(fake_hub, tmp_path):
+    snapshot = make_hf_snapshot(tmp_path / "hf-home" / "hub", REPO, "d" * 40)
+    (snapshot / "model.safetensors").unlink()
+    with pytest.raises(hub.HubError, match="downloading is off"):
+        hub.resolve_model_folder("gpt2", local_files_only=True)
+
+
+def test_transformers_cache_dir_is_searched(fake_hub, tmp_path):
+    # cache_dir= as transformers users pass it: a hub cache with models--owner--name inside.
+    snapshot = make_hf_snapshot(tmp_path / "tf-cache", REPO, "e" * 40)
+    assert hub.resolve_model_folder("gpt2", cache_dir=tmp_path / "tf-cache", local_files_only=True) == snapshot
+
+
+def test_file_url_is_joined_with_slashes():
+    assert (hub.file_url("openai-community/gpt2", "config.json", "main", "https://example.org/")
+            == "https://example.org/openai-community/gpt2/resolve/main/config.json")
+    assert hub.file_url("a/b", "model.safetensors", "refs/pr/1", "https://x").endswith(
+        "/a/b/resolve/refs%2Fpr%2F1/model.safetensors")
+
+
+def test_etag_forms():
+    sha256 = hashlib.sha256(b"x").hexdigest()
+    assert hub._normalize_etag(f'"{sha256.upper()}"') == sha256
+    assert hub._normalize_etag('W/"' + "a" * 40 + '"') == "a" * 40
+    assert hub._normalize_etag('"abc-123"') is None  # not a digest we can check: size only
+    assert hub._normalize_etag(None) is None
+
+
+def test_official_models_table():
+    assert list(hub.OFFICIAL_MODELS) == ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"]
+    assert hub.OFFICIAL_MODELS["distilgpt2"].repo_id == "distilbert/distilgpt2"
+    assert all(m.repo_id.startswith("openai-community/") for n, m in hub.OFFICIAL_MODELS.items() if n != "distilgpt2")
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_cli_lists_the_official_models(capsys, tmp_path):
+    assert cli.main(["download", "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for model in hub.OFFICIAL_MODELS.values():
+        assert model.name in out and model.repo_id in out
+
+
+def test_cli_downloads(fake_hub, tmp_path, capsys):
+    assert cli.main(["download", "gpt2", "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 0
+    assert_identical(tmp_path / "c" / "gpt2", fake_hub.repos[REPO])
+    assert str(tmp_path / "c" / "gpt2") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["download", "../x"], ["download", "someone/missing", "--quiet"]])
+def test_cli_errors_are_one_line(fake_hub, tmp_path, capsys, argv):
+    assert cli.main(argv + ["--cache-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("minigpt2: error: ") and err.count("\n") == 1 and "Traceback" not in err
