@@ -400,6 +400,9 @@ def _download_file(session, remote, folder, retries, backoff, progress):
                         raise _status_error(response, remote.url, remote.filename, "", "", retries)
                     # 206: continue the partial file; 200: the server sent the whole file again.
                     mode = "ab" if response.status_code == 206 and offset else "wb"
+                    if mode == "ab" and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+                        partial.unlink()  # a part we did not ask for: start the file again
+                        raise _Retry(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
                     if mode == "wb":
                         bar.reset(total=remote.size)
                     _write_body(response, partial, mode, bar)
@@ -511,9 +514,13 @@ def _short_reason(error):
 def _status_error(response, url, filename, repo_id, revision, retries):
     status = response.status_code
     code = response.headers.get("X-Error-Code", "")
+    if code == "RepoNotFound" and repo_id:
+        return HubError(f"no model repository {repo_id!r} on {hub_endpoint()} (HTTP {status}): check the name "
+                        "(a private repository needs HF_TOKEN)")
+    if code == "GatedRepo":
+        return HubError(f"{repo_id or url} is gated (HTTP {status}): accept its terms on the hub's web page "
+                        "and set HF_TOKEN to a token of that account")
     if status == 404:
-        if code == "RepoNotFound" and repo_id:
-            return HubError(f"no model repository {repo_id!r} on {hub_endpoint()} (HTTP 404); check the name")
         if code == "RevisionNotFound" and repo_id:
             return HubError(f"{repo_id} has no revision {revision!r} (HTTP 404)")
         if filename == WEIGHTS_FILE:
