@@ -22,6 +22,7 @@ from minigpt2.generate import (
 )
 
 from conftest import GPT2_VOCAB_DIR
+from generation_helpers import TorchForward, noisy_hf_model as _noisy_hf_model
 
 NEG_INF = -np.inf
 
@@ -271,3 +272,160 @@ def test_stream_emits_everything_at_the_end_when_a_stop_prefix_is_left():
     decoder = StreamDecoder(vocab.__getitem__, stop=["end"])
     assert decoder.push(0) + decoder.push(1) == "abc "
     assert decoder.finish() == "en"
+
+
+# ---------------------------------------------------------------- the decode loop vs transformers
+#
+# The loop is first tested over transformers' own forward pass (a thin adapter with our calling
+# convention), so these tests check generate.py alone; tests over minigpt2's model come below.
+
+
+def _hf_greedy(hf_model, ids, mask=None, **kwargs):
+    import torch
+    out = hf_model.generate(torch.from_numpy(ids), attention_mask=None if mask is None else torch.from_numpy(mask),
+                            do_sample=False, output_scores=True, return_dict_in_generate=True, **kwargs)
+    # margin between the best and second-best processed score at every step and row
+    scores = torch.stack(out.scores, dim=1)                       # [rows, steps, vocab]
+    top2 = torch.topk(scores, 2, dim=-1).values
+    margin = (top2[..., 0] - top2[..., 1])[torch.isfinite(top2[..., 1])]
+    return out.sequences.numpy(), float(margin.min()) if margin.numel() else float("inf")
+
+
+@pytest.mark.parametrize("repetition_penalty", [1.0, 1.5])
+def test_greedy_loop_equals_transformers(repetition_penalty):
+    hf_model = _noisy_hf_model(0)
+    ids = np.array([[5, 17, 42, 8, 8, 3]])
+    expected, margin = _hf_greedy(hf_model, ids, max_new_tokens=48, min_new_tokens=48,
+                                  repetition_penalty=repetition_penalty, eos_token_id=95, pad_token_id=95)
+    assert margin > 1e-3                                  # no near-tie decided the reference
+    model = TorchForward(hf_model)
+    ours = gen.generate(model, ids, max_new_tokens=48, min_new_tokens=48,
+                        repetition_penalty=repetition_penalty, eos_token_id=95)
+    np.testing.assert_array_equal(ours, expected)
+    # one prefill over the prompt, then one token per step through the cache
+    assert model.calls[0] == (1, 6) and all(shape == (1, 1) for shape in model.calls[1:])
+    assert len(model.calls) == 48
+
+
+def test_left_padded_batch_equals_single_rows_and_transformers():
+    hf_model = _noisy_hf_model(1)
+    prompts = [[5, 17, 42, 8], [7], [3, 9, 11, 2, 60, 61]]
+    width = max(map(len, prompts))
+    pad = 0
+    ids = np.array([[pad] * (width - len(p)) + p for p in prompts])
+    mask = np.array([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    kwargs = dict(max_new_tokens=40, repetition_penalty=1.3, eos_token_id=95, pad_token_id=pad)
+    model = TorchForward(hf_model)
+    batch = gen.generate(model, ids, attention_mask=mask, **kwargs)
+    for row, prompt in enumerate(prompts):
+        alone = gen.generate(model, [prompt], **kwargs)[0]
+        expected, margin = _hf_greedy(hf_model, np.array([prompt]), min_new_tokens=0, **kwargs)
+        assert margin > 1e-3
+        np.testing.assert_array_equal(alone, expected[0])
+        got = batch[row, width - len(prompt):]             # drop the row's left padding
+        np.testing.assert_array_equal(got[: len(alone)], alone)
+        assert np.all(got[len(alone):] == pad)             # a row that finished early is padded
+
+
+def test_eos_finishes_a_row_and_pads_it():
+    hf_model = _noisy_hf_model(2)
+    model = TorchForward(hf_model)
+    ids = np.array([[1, 2, 3], [4, 5, 6]])
+    free = gen.generate(model, ids, max_new_tokens=12, eos_token_id=None)
+    eos = int(free[0, 3 + 4])                              # make row 0's 5th new token the "EOS"
+    out = gen.generate(model, ids, max_new_tokens=12, eos_token_id=eos, pad_token_id=77)
+    first_eos = 3 + list(free[0, 3:]).index(eos)
+    assert out[0, first_eos] == eos and np.all(out[0, first_eos + 1:] == 77)
+    expected, _ = _hf_greedy(hf_model, ids, max_new_tokens=12, eos_token_id=eos, pad_token_id=77)
+    np.testing.assert_array_equal(out, expected)
+    # min_new_tokens forbids the EOS before it: the row then continues like transformers' does
+    out = gen.generate(model, ids, max_new_tokens=12, min_new_tokens=10, eos_token_id=eos, pad_token_id=77)
+    expected, _ = _hf_greedy(hf_model, ids, max_new_tokens=12, min_new_tokens=10, eos_token_id=eos, pad_token_id=77)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_sampling_is_seeded_and_temperature_zero_is_greedy():
+    model = TorchForward(_noisy_hf_model(3))
+    ids = [[1, 2, 3]]
+    kwargs = dict(do_sample=True, max_new_tokens=20, top_k=20, top_p=0.9, temperature=1.2, eos_token_id=None)
+    a = gen.generate(model, ids, seed=5, **kwargs)
+    b = gen.generate(model, ids, seed=np.random.Generator(np.random.PCG64(5)), **kwargs)
+    c = gen.generate(model, ids, seed=6, **kwargs)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    greedy = gen.generate(model, ids, max_new_tokens=20, eos_token_id=None)
+    zero = gen.generate(model, ids, do_sample=True, temperature=0.0, max_new_tokens=20, eos_token_id=None, seed=1)
+    np.testing.assert_array_equal(zero, greedy)
+    many = gen.generate(model, ids, seed=5, num_return_sequences=3, **kwargs)
+    # the first step's draws are u[0], u[1], u[2]: row 0's first token is the one generated alone
+    assert many.shape == (3, 23) and many[0, 3] == a[0, 3]
+    assert len({tuple(row) for row in many}) == 3
+
+
+class ByteTokenizer:
+    """A stand-in tokenizer for a small vocab: id i is the 1- or 2-byte piece below."""
+
+    def decode_bytes(self, ids):
+        return b"".join(self.piece(i) for i in ids)
+
+    @staticmethod
+    def piece(i):
+        return bytes([97 + i % 26]) * (1 + i % 2)
+
+    def decode(self, ids):
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
+def test_stop_string_across_tokens_in_the_loop():
+    model = TorchForward(_noisy_hf_model(4))
+    tok = ByteTokenizer()
+    ids = [[1, 2, 3]]
+    free = gen.generate(model, ids, max_new_tokens=30, eos_token_id=None)[0, 3:]
+    text = tok.decode(free)
+    # a stop string made of the end of the 10th token's text and the start of the 11th's
+    boundary = len(tok.decode(free[:10]))
+    stop = text[boundary - 1 : boundary + 1]
+    first_hit = text.find(stop)
+    pieces = []
+    out = gen.generate(model, ids, max_new_tokens=30, eos_token_id=None, stop=[stop], tokenizer=tok,
+                       streamer=pieces.append)
+    assert "".join(pieces) == text[:first_hit]           # nothing past the stop, stop excluded
+    n_kept = next(n for n in range(1, 31) if stop in tok.decode(free[:n]))
+    np.testing.assert_array_equal(out[0, 3:], free[:n_kept])   # ends at the token completing the stop
+    assert list(gen.stream(model, tok, ids[0], max_new_tokens=30, eos_token_id=None, stop=stop)) == pieces
+
+
+def test_context_overflow_is_an_error_unless_crop():
+    hf_model = _noisy_hf_model(5, n_positions=16)
+    model = TorchForward(hf_model)
+    ids = [list(range(10))]
+    with pytest.raises(ValueError, match="n_positions"):
+        gen.generate(model, ids, max_new_tokens=7)
+    out = gen.generate(model, ids, max_new_tokens=12, crop=True, eos_token_id=None)
+    assert out.shape == (1, 22)
+    # crop = each token past the context comes from a full pass over the last 16 tokens
+    for t in range(16, 22):
+        logits = model(input_ids=out[:, t - 16 : t]).logits
+        assert out[0, t] == np.argmax(logits[0, -1])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_new_tokens=-1), "max_new_tokens"),
+    (dict(temperature=-0.5, do_sample=True), "temperature"),
+    (dict(top_p=1.5, do_sample=True), "top_p"),
+    (dict(top_k=-2, do_sample=True), "top_k"),
+    (dict(repetition_penalty=0.0), "repetition_penalty"),
+    (dict(num_return_sequences=2), "do_sample"),
+    (dict(stop="x"), "tokenizer"),
+    (dict(streamer=print), "tokenizer"),
+    (dict(attention_mask=[[1, 1, 0]]), "left padding"),
+    (dict(attention_mask=[[1, 1]]), "attention_mask"),
+])
+def test_bad_arguments_are_clear_errors(kwargs, message):
+    model = TorchForward(_noisy_hf_model(6))
+    with pytest.raises(ValueError, match=message):
+        gen.generate(model, [[1, 2, 3]], **kwargs)
+    with pytest.raises(ValueError, match="empty"):
+        gen.generate(model, [[]])
+    with pytest.raises(ValueError, match="vocab"):
+        gen.generate(model, [[1, 500]])
