@@ -369,3 +369,35 @@ def test_cli_errors_are_one_line(fake_hub, tmp_path, capsys, argv):
     assert cli.main(argv + ["--cache-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("minigpt2: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- end to end: hub -> model
+
+
+def test_downloaded_model_matches_transformers(fake_hub, tmp_path, monkeypatch):
+    """A random transformers model served by the fake hub loads by name, and its logits match transformers."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from minigpt2 import GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+    reference = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # random init has std 0.02: scale up so a wrong op would show
+        for parameter in reference.parameters():
+            parameter.add_(0.2 * torch.randn_like(parameter))
+    source = tmp_path / "source"
+    reference.save_pretrained(source)  # config.json + model.safetensors
+    fake_hub.add_repo("someone/tiny-gpt2", {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()})
+
+    hub.download_model("someone/tiny-gpt2", cache_dir=tmp_path / "cache", progress=False)  # via HF_ENDPOINT
+    fake_hub.log.clear()
+    model = GPT2LMHeadModel.from_pretrained("someone/tiny-gpt2", backend="numpy", cache_dir=tmp_path / "cache")
+    assert fake_hub.log == []  # loaded from the cache, nothing fetched again
+
+    ids = np.array([[1, 5, 17, 42, 95, 0, 3]])
+    logits = model(ids).logits
+    with torch.no_grad():
+        expected = reference(torch.tensor(ids)).logits.numpy()
+    assert logits.shape == expected.shape
+    assert np.max(np.abs(logits - expected)) / np.max(np.abs(expected)) < 1e-5
