@@ -278,6 +278,12 @@ def download_model(name, cache_dir=None, revision=DEFAULT_REVISION, endpoint=Non
 
     repo_id = repo_id_for(name)
     folder = minigpt2_cache_dir(cache_dir) / cache_folder_name(name, check_revision(revision))
+    missing = [filename for filename in REQUIRED_FILES + OPTIONAL_FILES
+               if not (folder / filename).is_file()]  # only verified files ever get their real name
+    if _offline():
+        if _is_complete(folder):
+            return folder
+        raise HubError(f"HF_HUB_OFFLINE=1 is set, so {name} is not downloaded; unset it to download")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -291,9 +297,7 @@ def download_model(name, cache_dir=None, revision=DEFAULT_REVISION, endpoint=Non
         session.headers["Authorization"] = f"Bearer {token}"  # requests drops it on redirects to other hosts
     with session:
         to_fetch = []
-        for filename in REQUIRED_FILES + OPTIONAL_FILES:
-            if (folder / filename).is_file():
-                continue  # only verified files are ever renamed to their real name
+        for filename in missing:
             url = file_url(repo_id, filename, revision, endpoint)
             remote = _head(session, url, filename, repo_id, revision,
                            required=filename in REQUIRED_FILES, retries=retries, backoff=backoff)

@@ -42,6 +42,7 @@ class Fault:
 class FakeHub:
     def __init__(self):
         self.repos = {}        # repo_id -> {filename: bytes}
+        self.aliases = {}      # old repo_id -> repo_id
         self.log = []          # Request, in the order received
         self.faults = []
         self._lock = threading.Lock()
@@ -59,6 +60,10 @@ class FakeHub:
 
     def add_repo(self, repo_id, files):
         self.repos[repo_id] = dict(files)
+
+    def add_alias(self, old_repo_id, repo_id):
+        """A renamed repository: requests for the old id get a relative redirect to the new one."""
+        self.aliases[old_repo_id] = repo_id
 
     def fail(self, filename, kind, times=1):
         """Make the next `times` matching requests for `filename` fail with `kind`."""
@@ -126,6 +131,12 @@ class _HubHandler(BaseHTTPRequestHandler):
         status = hub._take_fault(filename, STATUS_FAULTS)
         if status is not None:
             return self._status(int(status), "")
+        if repo_id in hub.aliases:
+            self.send_response(307)
+            self.send_header("Location", "/" + "/".join([hub.aliases[repo_id], *parts[at:]]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         if repo_id not in hub.repos:
             return self._status(404, "RepoNotFound")
         if filename not in hub.repos[repo_id]:

@@ -95,6 +95,20 @@ def test_optional_file_missing_is_not_an_error(fake_hub, tmp_path):
     assert not (folder / "generation_config.json").exists()
 
 
+def test_renamed_repository_is_followed(fake_hub, tmp_path):
+    fake_hub.add_alias("someone/old-name", REPO)
+    folder = download(fake_hub, tmp_path, "someone/old-name")
+    assert_identical(folder, fake_hub.repos[REPO])
+    assert f"/{REPO}/resolve/main/config.json" in [r.path for r in fake_hub.requests_for("config.json", "HEAD")]
+
+
+def test_download_respects_hf_hub_offline(fake_hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hub.HubError, match="HF_HUB_OFFLINE=1 is set"):
+        download(fake_hub, tmp_path)
+    assert fake_hub.log == []
+
+
 def test_resolve_downloads_on_first_use(fake_hub, tmp_path):
     # HF_ENDPOINT (set by the fixture) points at the fake hub; MINIGPT2_HOME is the cache.
     folder = hub.resolve_model_folder("gpt2")
