@@ -66,7 +66,7 @@ _erf = np.frompyfunc(math.erf, 1, 1)   # NumPy has no erf; math.erf is exact to 
 
 def gelu(x):
     """The exact GELU, x * Phi(x), with the error function (transformers' "gelu")."""
-    erf = _erf(x.astype(np.float64)).astype(np.float64)
+    erf = _erf(x.astype(np.float64) / math.sqrt(2.0)).astype(np.float64)
     return (0.5 * x * (1.0 + erf)).astype(x.dtype)
 
 
