@@ -65,7 +65,9 @@ class OfficialModel:
     name: str
     repo_id: str
     n_params: str         # as the model card says it
-    download_bytes: int   # size of model.safetensors, approximately
+    # Size of model.safetensors: 4 bytes per parameter, plus the `attn.bias` causal-mask buffers
+    # (n_layer x 1024 x 1024 float32, ~4.2 MB each) that these checkpoints still carry.
+    download_bytes: int
 
     @property
     def download_size(self):
@@ -419,6 +421,9 @@ def _download_file(session, remote, folder, retries, backoff, progress):
                 failures = 0 if progressed else failures + 1
                 if failures > retries:
                     raise _network_error(remote.url, error, tried=retries + 1) from None
+                if progress:
+                    bar.write(f"{remote.filename}: {_short_reason(error)}; continuing from "
+                              f"{_human_bytes(partial.stat().st_size if partial.is_file() else 0)}", file=sys.stderr)
                 _sleep(backoff, max(failures, 1), getattr(error, "response", None))
     _verify(remote, partial)
     os.replace(partial, final)
@@ -486,12 +491,14 @@ def _verify(remote, partial):
 
 
 def _sleep(backoff, failures, response=None):
+    """Wait before a retry: `backoff * 2**(failures-1)` s, or longer if a 429's Retry-After asks (60 s at most)."""
     delay = backoff * 2 ** (failures - 1)
     retry_after = response.headers.get("Retry-After", "") if response is not None else ""
     if retry_after.isdigit():
         delay = max(delay, min(int(retry_after), 60) if backoff else 0)
     if delay > 0:
         time.sleep(delay)
+    return delay
 
 
 def _network_error(url, error, tried=None):
@@ -545,11 +552,14 @@ def _status_error(response, url, filename, repo_id, revision, retries):
 
 
 def _human_bytes(n):
-    """548105171 -> '548.1 MB' (powers of 1000, as the hub shows sizes)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
+    """548105171 -> '548 MB', 6431200599 -> '6.43 GB' (powers of 1000, as the hub shows sizes)."""
+    if n < 1000:
+        return f"{n} B"
+    if n < 1e6:
+        return f"{n / 1e3:.0f} kB"
+    if n < 1e9:
+        return f"{n / 1e6:.0f} MB"
+    return f"{n / 1e9:.2f} GB"
 
 
 def describe_official_models(cache_dir=None):
