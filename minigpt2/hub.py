@@ -47,7 +47,7 @@ BUNDLED_MODELS_DIR = Path(__file__).resolve().parent / "models"
 WEIGHTS_FILE = "model.safetensors"
 REQUIRED_FILES = ("config.json", WEIGHTS_FILE)
 # Downloaded when the repository has them; a 404 for these is not an error.
-OPTIONAL_FILES = ("vocab.json", "merges.txt", "generation_config.json")
+OPTIONAL_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "generation_config.json")
 PICKLED_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "model.ckpt.index")
 
 # Bytes a read that is cut off by a dropped connection loses (urllib3 drops a short last read).

@@ -18,8 +18,8 @@ from fake_hub import FakeHub
 REPO = "openai-community/gpt2"
 
 
-def make_files(tmp_path, n_floats=60_000, generation_config=True):
-    """config.json, a small model.safetensors (~240 kB), vocab.json, merges.txt (+ generation_config.json)."""
+def make_files(tmp_path, n_floats=60_000, optional=True):
+    """config.json, a small model.safetensors (~240 kB), vocab.json, merges.txt (+ the two optional configs)."""
     rng = np.random.default_rng(0)
     weights = tmp_path / "src.safetensors"
     save_file({"wte.weight": rng.standard_normal((n_floats // 100, 100)).astype(np.float32),
@@ -30,7 +30,8 @@ def make_files(tmp_path, n_floats=60_000, generation_config=True):
         "vocab.json": json.dumps({"a": 0, "b": 1, "ab": 2}).encode(),
         "merges.txt": b"#version: 0.2\na b\n",
     }
-    if generation_config:
+    if optional:
+        files["tokenizer_config.json"] = b'{"model_max_length": 1024}'
         files["generation_config.json"] = b'{"bos_token_id": 50256}'
     return files
 
@@ -87,12 +88,13 @@ def test_second_download_fetches_nothing(fake_hub, tmp_path):
 
 
 def test_optional_file_missing_is_not_an_error(fake_hub, tmp_path):
-    files = make_files(tmp_path, generation_config=False)
+    files = make_files(tmp_path, optional=False)
     fake_hub.add_repo("someone/tiny", files)
     folder = download(fake_hub, tmp_path, "someone/tiny")
     assert folder.name == "someone--tiny"
     assert_identical(folder, files)
     assert not (folder / "generation_config.json").exists()
+    assert not (folder / "tokenizer_config.json").exists()
 
 
 def test_renamed_repository_is_followed(fake_hub, tmp_path):
