@@ -18,6 +18,9 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Subcommands register themselves below, one function each.
     add_download_command(subparsers)
+    add_generate_command(subparsers)
+    add_score_command(subparsers)
+    add_info_command(subparsers)
     return parser
 
 
@@ -50,6 +53,256 @@ def add_download_command(subparsers):
         return 0
 
     parser.set_defaults(run=run)
+
+
+# ---------------------------------------------------------------- generate, score, info
+
+DEFAULT_MODEL = "gpt2"
+FALLBACK_MODEL = "tiny-shakespeare"   # bundled with the package: runs when gpt2 cannot be had
+
+
+def _model_folder(name):
+    """The folder of --model NAME; with no --model, gpt2 (cached or downloaded), else the bundled
+    demo model, with one line on stderr saying why."""
+    from minigpt2 import hub
+
+    if name is not None:
+        return hub.resolve_model_folder(name)
+    try:
+        return hub.resolve_model_folder(DEFAULT_MODEL)
+    except hub.HubError as error:
+        try:
+            folder = hub.resolve_model_folder(FALLBACK_MODEL, local_files_only=True)
+        except (hub.HubError, ValueError):
+            raise error from None
+        print(f"minigpt2: {DEFAULT_MODEL} is not available ({error}); running the bundled demo "
+              f"model {FALLBACK_MODEL!r} instead", file=sys.stderr)
+        return folder
+
+
+def _load(name, backend="numba"):
+    """(model, tokenizer, folder) for --model NAME."""
+    from minigpt2.model import GPT2LMHeadModel
+    from minigpt2.tokenizer import GPT2Tokenizer
+
+    folder = _model_folder(name)
+    return GPT2LMHeadModel.from_pretrained(folder, backend=backend), GPT2Tokenizer.from_pretrained(folder), folder
+
+
+def _unescape(text):
+    """'\\n' typed on a command line -> a newline (also \\t and \\\\); other text is kept as is."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "nt\\":
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _add_model_arguments(parser):
+    parser.add_argument("--model", default=None, metavar="NAME_OR_FOLDER",
+                        help=f"a model name (gpt2, gpt2-medium, ..., {FALLBACK_MODEL}) or a folder with "
+                             f"config.json + model.safetensors (default: {DEFAULT_MODEL}, downloaded on first "
+                             f"use; offline: the bundled {FALLBACK_MODEL})")
+    parser.add_argument("--backend", choices=("numba", "numpy"), default="numba",
+                        help="numba: the fast kernels (default); numpy: the plain reference ops")
+
+
+def add_generate_command(subparsers):
+    """`minigpt2 generate PROMPT`: stream a continuation to stdout, timing to stderr."""
+    parser = subparsers.add_parser(
+        "generate", help="continue a prompt (streams the text; sampling controls as in transformers)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Continue PROMPT with GPT-2. The prompt and the continuation go to stdout as they are\n"
+                    "generated; a timing line goes to stderr. Sampling by default (top-k 50, as in\n"
+                    "transformers); --greedy or --temperature 0 for the most likely tokens.",
+        epilog="examples:\n"
+               '  minigpt2 generate "Alan Turing theorized that"\n'
+               '  minigpt2 generate "Alan Turing theorized that" --greedy --max-new-tokens 40\n'
+               '  minigpt2 generate "Once upon a time" --temperature 0.8 --top-p 0.95 --seed 0\n'
+               '  minigpt2 generate "The capital of France is" --stop "." --stop "\\n" --model ./my-model-folder\n',
+    )
+    parser.add_argument("prompt", metavar="PROMPT", help='the text to continue ("" starts from <|endoftext|>)')
+    _add_model_arguments(parser)
+    parser.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="tokens to add (default: 50)")
+    parser.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                        help="< 1 sharper, > 1 flatter, 0 = greedy (default: 1.0)")
+    parser.add_argument("--top-k", type=int, default=50, metavar="K",
+                        help="sample among the K most likely tokens, ties kept; 0 = off (default: 50)")
+    parser.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                        help="sample among the fewest most likely tokens whose probabilities reach P (default: 1.0 = off)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
+                        help="> 1 discourages tokens already in the text (default: 1.0 = off)")
+    parser.add_argument("--seed", type=int, default=None, metavar="S",
+                        help="seed for sampling: the same seed gives the same text (default: random)")
+    parser.add_argument("--greedy", action="store_true", help="always take the most likely token (no sampling)")
+    parser.add_argument("--stop", action="append", default=[], metavar="STR",
+                        help='stop before this text (repeatable; "\\n" means a newline)')
+    parser.add_argument("--crop", action="store_true",
+                        help="past the 1024-token context keep going on the last 1024 tokens (slower) "
+                             "instead of stopping with an error")
+    parser.add_argument("--timing", action="store_true",
+                        help="also print load time and milliseconds per token on stderr")
+
+    def run(args):
+        import time
+
+        from minigpt2 import generate as gen
+
+        start = time.perf_counter()
+        model, tokenizer, _ = _load(args.model, args.backend)
+        loaded = time.perf_counter() - start
+        ids = tokenizer.encode(args.prompt) or [tokenizer.eos_token_id]
+        steps = gen.iter_generate(
+            model, [ids], max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+            repetition_penalty=args.repetition_penalty, seed=args.seed,
+            stop=[_unescape(s) for s in args.stop], tokenizer=tokenizer, crop=args.crop,
+            eos_token_id=tokenizer.eos_token_id)
+        sys.stdout.write(args.prompt)
+        sys.stdout.flush()
+        times = []
+        for step in steps:
+            times.append(step.seconds)
+            if step.texts[0]:
+                sys.stdout.write(step.texts[0])
+                sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        print(_timing_line(len(ids), times, loaded, args.timing), file=sys.stderr)
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+def _timing_line(n_prompt, step_seconds, load_seconds, detailed):
+    """'prompt: 9 tokens, 310.2 tokens/s | generated: 50 tokens, 24.7 tokens/s'. The first step
+    is the prompt pass (it also makes the first token); the others are one token each."""
+    if not step_seconds:
+        return f"prompt: {n_prompt} tokens | generated: 0 tokens"
+    prefill, decode = step_seconds[0], step_seconds[1:]
+    parts = [f"prompt: {n_prompt} tokens, {n_prompt / prefill:.1f} tokens/s",
+             f"generated: {len(step_seconds)} tokens"
+             + (f", {len(decode) / sum(decode):.1f} tokens/s" if decode and sum(decode) > 0 else "")]
+    if detailed:
+        parts.append(f"load {load_seconds:.2f} s, prompt pass {1000 * prefill:.1f} ms "
+                     f"({1000 * prefill / n_prompt:.2f} ms/token)"
+                     + (f", {1000 * sum(decode) / len(decode):.2f} ms/new token" if decode else ""))
+    return " | ".join(parts)
+
+
+def add_score_command(subparsers):
+    """`minigpt2 score --text T`: perplexity of a text (and, with --per-token, each token's log-prob)."""
+    parser = subparsers.add_parser(
+        "score", help="perplexity of a text (and per-token log-probabilities)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score a text with the model: its perplexity, exp(mean negative log-likelihood), the\n"
+                    "number transformers' loss gives. The first token is only context. Texts longer than\n"
+                    "the context are scored with a sliding window (transformers' perplexity guide).",
+        epilog="examples:\n"
+               '  minigpt2 score --text "The quick brown fox jumps over the lazy dog."\n'
+               "  minigpt2 score --file data/tinyshakespeare.txt --stride 512\n"
+               '  minigpt2 score --text "Hello world, hello" --per-token\n',
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", metavar="T", help="the text to score")
+    source.add_argument("--file", metavar="F", help="a UTF-8 text file to score")
+    _add_model_arguments(parser)
+    parser.add_argument("--stride", type=int, default=None, metavar="S",
+                        help="sliding-window step for long texts (default: half the context)")
+    parser.add_argument("--per-token", action="store_true", help="print a table of tokens and log-probabilities")
+
+    def run(args):
+        from minigpt2.scoring import score
+
+        if args.file is not None:
+            try:
+                with open(args.file, encoding="utf-8") as f:
+                    text = f.read()
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{args.file} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+        else:
+            text = args.text
+        model, tokenizer, _ = _load(args.model, args.backend)
+        ids = tokenizer.encode(text, allowed_special=())   # text, never control tokens
+        if len(ids) < 2:
+            raise ValueError(f"the text has {len(ids)} token(s); scoring needs at least 2 (the first is only context)")
+        result = score(model, ids, stride=args.stride)
+        if args.per_token:
+            print(f"{'pos':>6}  {'id':>6}  {'logprob':>9}  token")
+            for position, logprob in zip(result.positions, result.logprobs):
+                token_id = int(ids[position])
+                print(f"{position:>6}  {token_id:>6}  {logprob:>9.4f}  {tokenizer.decode([token_id])!r}")
+        print(f"perplexity: {result.perplexity:.4f}  (mean negative log-likelihood {result.mean_nll:.4f} nats "
+              f"over {result.logprobs.size} tokens, {result.n_windows} window{'s' if result.n_windows > 1 else ''})")
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+def add_info_command(subparsers):
+    """`minigpt2 info [--model M]`: a model's config, parameter count and files; no model: the list."""
+    parser = subparsers.add_parser(
+        "info", help="a model's config, parameter count and files (no --model: the models available)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Without --model: the official GPT-2 models (and whether they are downloaded) and\n"
+                    "the models bundled with minigpt2. With --model: its folder, config, parameter count\n"
+                    "and files. Never downloads.",
+        epilog="examples:\n  minigpt2 info\n  minigpt2 info --model gpt2\n  minigpt2 info --model ./my-model-folder\n",
+    )
+    parser.add_argument("--model", default=None, metavar="NAME_OR_FOLDER", help="a model name or folder")
+
+    def run(args):
+        from minigpt2 import hub
+
+        if args.model is None:
+            print("official models:")
+            print("\n".join("  " + line for line in hub.describe_official_models()))
+            print("bundled models:")
+            bundled = hub.bundled_models()
+            for name, folder in bundled.items():
+                print(f"  {name:<20} {folder}")
+            if not bundled:
+                print("  (none)")
+            return 0
+        folder = hub.resolve_model_folder(args.model, local_files_only=True)
+        print("\n".join(describe_model_folder(folder)))
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+def describe_model_folder(folder):
+    """Lines describing a model folder: config fields, parameter count (read from the weights'
+    header, not loaded), and files with sizes."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from minigpt2.config import GPT2Config
+    from minigpt2.safetensors import load_file
+
+    folder = Path(folder)
+    config = GPT2Config.from_pretrained(folder)
+    lines = [f"folder: {folder}", "config:"]
+    for key, value in sorted(config.to_dict().items()):
+        lines.append(f"  {key}: {value}")
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        tensors = load_file(weights)
+        # attn.bias / attn.masked_bias are causal-mask buffers; lm_head.weight is tied to wte
+        counted = [name for name in tensors
+                   if not name.endswith((".attn.bias", ".attn.masked_bias")) and name != "lm_head.weight"]
+        n_params = sum(int(np.prod(tensors[name].shape)) for name in counted)
+        lines.append(f"parameters: {n_params:,} ({n_params / 1e6:.1f}M, lm_head tied to wte)")
+    lines.append("files:")
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            lines.append(f"  {path.name:<24} {path.stat().st_size:>14,} bytes")
+    return lines
 
 
 def main(argv=None):

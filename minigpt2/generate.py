@@ -297,7 +297,7 @@ def _positions(attention_mask):
 
 
 def iter_generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_new_tokens=0,
-                  do_sample=False, temperature=1.0, top_k=None, top_p=1.0, repetition_penalty=1.0,
+                  do_sample=False, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0,
                   eos_token_id=50256, pad_token_id=None, stop=None, seed=None,
                   num_return_sequences=1, tokenizer=None, crop=False):
     """The decode loop, one `GenerationStep` per new token (see `generate` for the arguments).
@@ -389,7 +389,7 @@ def iter_generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_
 
 
 def generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_new_tokens=0,
-             do_sample=False, temperature=1.0, top_k=None, top_p=1.0, repetition_penalty=1.0,
+             do_sample=False, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0,
              eos_token_id=50256, pad_token_id=None, stop=None, seed=None, num_return_sequences=1,
              streamer=None, tokenizer=None, crop=False):
     """Continue each prompt; returns the ids, prompt included: [batch * num_return_sequences,
@@ -398,7 +398,8 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_new_t
     input_ids [batch, seq] (or one list of ids); attention_mask marks real tokens (1) and left
     padding (0): a padded row generates exactly what it generates alone. do_sample=False is greedy
     (argmax); do_sample=True samples after temperature, top_k, top_p (transformers' defaults and
-    rules; temperature=0 means greedy). repetition_penalty and min_new_tokens apply in both modes.
+    rules: top_k=50 unless set, None or 0 turns it off; temperature=0 means greedy).
+    repetition_penalty and min_new_tokens apply in both modes.
     A row ends at an eos_token_id (int or list; None = never) or, given tokenizer=, at a stop
     string (the row keeps the token that completed it); finished rows are padded with pad_token_id
     (default: the first eos id). The result is shorter than prompt + max_new_tokens when every row

@@ -42,3 +42,26 @@ class TorchForward:
                                 position_ids=tensor(position_ids), past_key_values=past_key_values,
                                 use_cache=use_cache)
         return type("Out", (), {"logits": out.logits.numpy(), "past_key_values": out.past_key_values})()
+
+
+def write_random_model(folder, seed=0, scale=0.3, **config_fields):
+    """Save a random minigpt2 model folder (config.json + model.safetensors, HF names) without
+    torch. Defaults: the real 50257 vocabulary (so the GPT-2 tokenizer works with it), tiny width."""
+    from minigpt2.checkpoints import expected_body_shapes
+    from minigpt2.config import GPT2Config
+    from minigpt2.safetensors import save_file
+
+    fields = dict(n_embd=16, n_layer=2, n_head=2, n_positions=64)
+    fields.update(config_fields)
+    config = GPT2Config(**fields)
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in expected_body_shapes(config).items():
+        if ".ln_" in name or name.startswith("ln_f"):
+            base = 1.0 if name.endswith("weight") else 0.0
+            weights[name] = (base + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            weights[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
+    config.save_pretrained(folder)
+    save_file(weights, f"{folder}/model.safetensors")
+    return folder

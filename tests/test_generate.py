@@ -429,3 +429,44 @@ def test_bad_arguments_are_clear_errors(kwargs, message):
         gen.generate(model, [[]])
     with pytest.raises(ValueError, match="vocab"):
         gen.generate(model, [[1, 500]])
+
+
+# ---------------------------------------------------------------- minigpt2's model vs transformers
+
+
+@pytest.fixture(scope="module")
+def saved_hf_model(tmp_path_factory):
+    hf_model = _noisy_hf_model(0)
+    folder = tmp_path_factory.mktemp("hf-random")
+    hf_model.save_pretrained(folder)
+    return hf_model, folder
+
+
+@pytest.mark.parametrize("backend, repetition_penalty", [("numpy", 1.0), ("numba", 1.0), ("numba", 1.3)])
+def test_model_generate_equals_transformers(saved_hf_model, backend, repetition_penalty):
+    from minigpt2 import GPT2LMHeadModel
+    hf_model, folder = saved_hf_model
+    ids = np.array([[5, 17, 42, 8, 8, 3]])
+    kwargs = dict(max_new_tokens=48, min_new_tokens=48, repetition_penalty=repetition_penalty, eos_token_id=95)
+    expected, margin = _hf_greedy(hf_model, ids, pad_token_id=95, **kwargs)
+    assert margin > 1e-3                                  # far above float32 differences between engines
+    model = GPT2LMHeadModel.from_pretrained(folder, backend=backend)
+    np.testing.assert_array_equal(model.generate(ids, **kwargs), expected)
+
+
+def test_model_left_padded_batch_equals_single_rows(saved_hf_model):
+    from minigpt2 import GPT2LMHeadModel
+    hf_model, folder = saved_hf_model
+    model = GPT2LMHeadModel.from_pretrained(folder)       # the default (numba) engine
+    prompts = [[5, 17, 42, 8], [7], [3, 9, 11, 2, 60, 61]]
+    width = max(map(len, prompts))
+    ids = np.array([[0] * (width - len(p)) + p for p in prompts])
+    mask = np.array([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    kwargs = dict(max_new_tokens=40, repetition_penalty=1.2, eos_token_id=95, pad_token_id=0)
+    batch = model.generate(ids, attention_mask=mask, **kwargs)
+    for row, prompt in enumerate(prompts):
+        expected, margin = _hf_greedy(hf_model, np.array([prompt]), **kwargs)
+        assert margin > 1e-3
+        got = batch[row, width - len(prompt):]
+        np.testing.assert_array_equal(got[: expected.shape[1]], expected[0])
+        assert np.all(got[expected.shape[1]:] == 0)
