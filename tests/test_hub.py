@@ -6,6 +6,7 @@ Expected bytes are the files the fake server holds; expected hashes are computed
 import hashlib
 import json
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -224,9 +225,14 @@ def test_pickled_only_repository_is_refused(fake_hub, tmp_path):
     assert fake_hub.requests_for("pytorch_model.bin") == []
 
 
-def test_no_network(tmp_path):
+def test_no_network(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
     with pytest.raises(hub.HubError, match="Connection refused.*No network.*HF_HUB_OFFLINE=1"):
-        hub.download_model("gpt2", cache_dir=tmp_path, endpoint="http://127.0.0.1:9", retries=1, backoff=0.0)
+        hub.download_model("gpt2", cache_dir=tmp_path, endpoint=f"http://127.0.0.1:{closed_port}",
+                           retries=1, backoff=0.0)
 
 
 def test_not_enough_disk_space(fake_hub, tmp_path, monkeypatch):
