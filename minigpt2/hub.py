@@ -278,6 +278,8 @@ def download_model(name, cache_dir=None, revision=DEFAULT_REVISION, endpoint=Non
     """
     import requests  # imported here so that `import minigpt2.hub` stays light
 
+    if revision == DEFAULT_REVISION and name in bundled_models():
+        return bundled_models()[name]  # shipped with the package: nothing to download
     repo_id = repo_id_for(name)
     folder = minigpt2_cache_dir(cache_dir) / cache_folder_name(name, check_revision(revision))
     missing = [filename for filename in REQUIRED_FILES + OPTIONAL_FILES
@@ -526,7 +528,7 @@ def _status_error(response, url, filename, repo_id, revision, retries):
     status = response.status_code
     code = response.headers.get("X-Error-Code", "")
     if code == "RepoNotFound" and repo_id:
-        return HubError(f"no model repository {repo_id!r} on {hub_endpoint()} (HTTP {status}): check the name "
+        return HubError(f"no model repository {repo_id!r} (HTTP {status} for {url}): check the name "
                         "(a private repository needs HF_TOKEN)")
     if code == "GatedRepo":
         return HubError(f"{repo_id or url} is gated (HTTP {status}): accept its terms on the hub's web page "

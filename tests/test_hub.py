@@ -214,7 +214,7 @@ def test_forbidden(fake_hub, tmp_path, status):
 
 
 def test_unknown_repository(fake_hub, tmp_path):
-    with pytest.raises(hub.HubError, match="no model repository 'someone/missing'.*404"):
+    with pytest.raises(hub.HubError, match="no model repository 'someone/missing' .HTTP 404"):
         download(fake_hub, tmp_path, "someone/missing")
 
 
@@ -296,6 +296,7 @@ def test_bundled_models(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "BUNDLED_MODELS_DIR", tmp_path)
     assert hub.bundled_models() == {"tiny-test": tmp_path / "tiny-test"}
     assert hub.resolve_model_folder("tiny-test", local_files_only=True) == tmp_path / "tiny-test"
+    assert hub.download_model("tiny-test", endpoint="http://127.0.0.1:9") == tmp_path / "tiny-test"
 
 
 @pytest.mark.parametrize("how", ["argument", "environment"])
