@@ -18,7 +18,7 @@ How a download is made safe, the way the hub itself works:
     Small files answer 200 with `ETag` = their git blob id (sha1 of "blob <size>\\0" + content) and
     `Content-Length`. Whatever the server gives is checked: sha256 for 64 hex digits, the git blob
     sha1 for 40 hex digits, the size when known. JSON files must also parse, and the weights must
-    pass `minigpt2.safetensors.load_file`'s header validation.
+    pass the header validation of `minigpt2.safetensors` (`load_metadata`, the check `load_file` runs).
   - Bytes go to `<file>.incomplete`; only a verified file is renamed to its real name, so a file
     under a real name is always complete. A bad file is removed.
   - A dropped connection is retried with exponential backoff, continuing with an HTTP `Range`
@@ -381,7 +381,7 @@ def _download_file(session, remote, folder, retries, backoff, progress):
     final = folder / remote.filename
     partial = folder / (remote.filename + ".incomplete")
     failures = 0
-    bar = tqdm(total=remote.size, initial=0, unit="B", unit_scale=True, unit_divisor=1024,
+    bar = tqdm(total=remote.size, initial=0, unit="B", unit_scale=True, unit_divisor=1000,
                desc=remote.filename, file=sys.stderr, disable=not progress, leave=True)
     with bar:
         while True:
