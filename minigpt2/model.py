@@ -117,6 +117,16 @@ class GPT2Model:
     def __call__(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                  position_ids=None, head_mask=None, inputs_embeds=None, use_cache=False,
                  output_attentions=False, output_hidden_states=False, trace=None):
+        """Run the body over t new tokens. Arguments as transformers' GPT2Model, NumPy instead of torch.
+
+        input_ids [b, t] (lists work; a 1-D sequence is one row) or inputs_embeds [b, t, c].
+        attention_mask [b, past + t]: 1 = token, 0 = padding. position_ids default to
+        cumsum(mask) - 1 when a mask is given (so left padding works), else past + arange(t).
+        past_key_values: a KVCache (or HF tuples), read and *written in place*, as transformers'
+        cache is, even with use_cache=False; use_cache=True returns it (a new one if None).
+        head_mask [n_head] or [n_layer, n_head] scales each head's probabilities.
+        trace: a dict to receive every intermediate ("embeddings", "h.{i}.attn.q", ..., "ln_f").
+        """
         cfg = self.config
         # -- check the inputs and find b (batch), t (new tokens), n_past (tokens in the cache)
         if (input_ids is None) == (inputs_embeds is None):

@@ -147,3 +147,18 @@ def test_live_cross_check(name, backend, tmp_path):
     # the loss over padded positions differs by construction; check it on the unpadded rows
     ref_loss = hf(torch.from_numpy(ids[1:]), labels=torch.from_numpy(ids[1:])).loss.item()
     assert abs(model(ids[1:], labels=ids[1:]).loss - ref_loss) <= TOL * abs(ref_loss)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_trace_records_each_step(backend):
+    """trace= collects every sub-step; the block outputs are the hidden states transformers gives."""
+    model, ref = load("tiny", backend), reference("tiny")
+    trace = {}
+    model(ref["input_ids"], trace=trace)
+    assert rel_err(trace["embeddings"], ref["hidden_states"][0]) <= TOL
+    assert rel_err(trace["h.0.out"], ref["hidden_states"][1]) <= TOL
+    assert rel_err(trace["ln_f"], ref["hidden_states"][-1]) <= TOL
+    b, t = ref["input_ids"].shape
+    assert trace["h.1.attn.q"].shape == (b, 4, t, 16)
+    assert trace["h.1.mlp.act"].shape == (b, t, 256)
+    np.testing.assert_allclose(trace["h.1.attn.residual"] + trace["h.1.mlp.out"], trace["h.1.out"], rtol=1e-6)
