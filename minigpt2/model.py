@@ -59,7 +59,9 @@ class GPT2Block:
     def __call__(self, x, mask, kv_cache=None, head_mask=None, output_attentions=False, trace=None):
         """x [b, t, c], mask [b, t, s] -> (x [b, t, c], probs [b, h, t, s] or None).
 
-        ``trace``, when a dict, receives every intermediate as trace["h.{i}.<step>"].
+        ``trace``, when a dict, receives every intermediate as trace["h.{i}.<step>"], in order:
+        ln_1, attn.q/k/v [b, h, t, d] (new tokens only), attn.probs (with output_attentions),
+        attn (after c_proj), resid_1 (x + attn), ln_2, mlp.act [b, t, inner], mlp, out.
         """
         K, i = self.ops, self.layer_idx
         record = (lambda name, a: trace.__setitem__(f"h.{i}.{name}", a)) if trace is not None \
@@ -75,7 +77,9 @@ class GPT2Block:
         a, probs = K.attention(q, k, v, mask, self.scale, head_mask, output_attentions)  # [b, h, t, d]
         a = K.linear(ops.merge_heads(a), *self.attn_c_proj)           # [b, h, t, d] -> [b, t, c]
         x = x + a
-        record("attn.probs", probs), record("attn.out", a), record("attn.residual", x)
+        if probs is not None:
+            record("attn.probs", probs)
+        record("attn", a), record("resid_1", x)
         # -- MLP
         h = K.layer_norm(x, *self.ln_2, self.eps)                      # [b, t, c]
         if self.activation == "gelu_new" and hasattr(K, "linear_gelu"):
@@ -84,7 +88,7 @@ class GPT2Block:
             h_act = self.act(K.linear(h, *self.c_fc))                  # [b, t, c] -> [b, t, inner]
         m = K.linear(h_act, *self.mlp_c_proj)                          # [b, t, inner] -> [b, t, c]
         x = x + m
-        record("ln_2", h), record("mlp.act", h_act), record("mlp.out", m), record("out", x)
+        record("ln_2", h), record("mlp.act", h_act), record("mlp", m), record("out", x)
         return x, probs
 
 
@@ -125,7 +129,10 @@ class GPT2Model:
         past_key_values: a KVCache (or HF tuples), read and *written in place*, as transformers'
         cache is, even with use_cache=False; use_cache=True returns it (a new one if None).
         head_mask [n_head] or [n_layer, n_head] scales each head's probabilities.
-        trace: a dict to receive every intermediate ("embeddings", "h.{i}.attn.q", ..., "ln_f").
+        trace: a dict to receive every intermediate, in order: "embed" (wte + wpe), per block
+        "h.{i}.ln_1", "h.{i}.attn", "h.{i}.resid_1", "h.{i}.ln_2", "h.{i}.mlp", "h.{i}.out" (and
+        "h.{i}.attn.q/k/v", "h.{i}.attn.probs", "h.{i}.mlp.act"), then "ln_f" (and "logits" from
+        GPT2LMHeadModel). minigpt2.verify compares these names with transformers.
         """
         cfg = self.config
         # -- check the inputs and find b (batch), t (new tokens), n_past (tokens in the cache)
@@ -152,7 +159,7 @@ class GPT2Model:
         if token_type_ids is not None:
             x = x + self.wte[_token_ids(token_type_ids, "token_type_ids", cfg.vocab_size, (b, t))]
         if trace is not None:
-            trace["embeddings"] = x
+            trace["embed"] = x
         # which keys each query may see: causal, and not padding
         mask = np.ascontiguousarray(np.broadcast_to(
             ops.causal_mask(t, n_past, attention_mask), (b, t, n_past + t)))   # [b, t, s] bool
@@ -210,6 +217,8 @@ class GPT2LMHeadModel:
                                output_hidden_states=output_hidden_states, trace=trace)
         h = out.last_hidden_state                                               # [b, t, c]
         logits = self.transformer.ops.linear(h, self.lm_head.T, None)         # [b, t, c] @ [c, v] -> [b, t, v]
+        if trace is not None:
+            trace["logits"] = logits
         loss = None
         if labels is not None:
             b, t = h.shape[:2]

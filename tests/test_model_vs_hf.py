@@ -155,10 +155,10 @@ def test_trace_records_each_step(backend):
     model, ref = load("tiny", backend), reference("tiny")
     trace = {}
     model(ref["input_ids"], trace=trace)
-    assert rel_err(trace["embeddings"], ref["hidden_states"][0]) <= TOL
+    assert rel_err(trace["embed"], ref["hidden_states"][0]) <= TOL
     assert rel_err(trace["h.0.out"], ref["hidden_states"][1]) <= TOL
     assert rel_err(trace["ln_f"], ref["hidden_states"][-1]) <= TOL
     b, t = ref["input_ids"].shape
     assert trace["h.1.attn.q"].shape == (b, 4, t, 16)
     assert trace["h.1.mlp.act"].shape == (b, t, 256)
-    np.testing.assert_allclose(trace["h.1.attn.residual"] + trace["h.1.mlp.out"], trace["h.1.out"], rtol=1e-6)
+    np.testing.assert_allclose(trace["h.1.resid_1"] + trace["h.1.mlp"], trace["h.1.out"], rtol=1e-6)
