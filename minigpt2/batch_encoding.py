@@ -1,7 +1,8 @@
 """Turn encoded texts into a batch: truncate, pad (right or left), attention mask, NumPy arrays.
 
 This is the part of `GPT2Tokenizer.__call__` that knows nothing about BPE: it receives, per text,
-a list of (token id, (start, end) character offsets) and builds what transformers returns.
+the token ids (and, if asked, their (start, end) character offsets) and builds what
+transformers returns.
 """
 
 import numpy as np
@@ -20,9 +21,9 @@ class BatchEncoding(dict):
             raise AttributeError(name) from None
 
 
-def pad_and_stack(tokenizer, rows, *, single, padding, max_length, pad_to_multiple_of,
-                  return_tensors, return_attention_mask, return_offsets_mapping):
-    """rows: one list of (id, (start, end)) per text -> BatchEncoding."""
+def pad_and_stack(tokenizer, id_rows, offset_rows, *, single, padding, max_length, pad_to_multiple_of,
+                  return_tensors, return_attention_mask):
+    """id_rows: a list of ids per text; offset_rows: a list of (start, end) per text, or None."""
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be False, True, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
     if return_tensors not in (None, "np"):
@@ -37,18 +38,17 @@ def pad_and_stack(tokenizer, rows, *, single, padding, max_length, pad_to_multip
 
     target = None                                   # the padded length, if padding
     if mode == "longest":
-        target = max((len(row) for row in rows), default=0)
+        target = max(map(len, id_rows), default=0)
     elif mode == "max_length":
         target = max_length if max_length is not None else tokenizer.model_max_length
     if target is not None and pad_to_multiple_of:
         target = -(-target // pad_to_multiple_of) * pad_to_multiple_of   # round up
 
     input_ids, attention_mask, offsets = [], [], []
-    for row in rows:
-        n_pad = max(0, target - len(row)) if target is not None else 0
-        ids = [token_id for token_id, _ in row]
-        spans = [span for _, span in row]
-        mask = [1] * len(row)
+    for row, ids in enumerate(id_rows):
+        n_pad = max(0, target - len(ids)) if target is not None else 0
+        mask = [1] * len(ids)
+        spans = offset_rows[row] if offset_rows is not None else []
         if n_pad:
             pad_ids, pad_mask, pad_spans = [tokenizer.pad_token_id] * n_pad, [0] * n_pad, [(0, 0)] * n_pad
             if tokenizer.padding_side == "right":
@@ -62,7 +62,7 @@ def pad_and_stack(tokenizer, rows, *, single, padding, max_length, pad_to_multip
     encoding = BatchEncoding(input_ids=input_ids)
     if return_attention_mask:
         encoding["attention_mask"] = attention_mask
-    if return_offsets_mapping:
+    if offset_rows is not None:
         encoding["offset_mapping"] = offsets
 
     if return_tensors == "np":

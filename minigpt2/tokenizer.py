@@ -14,7 +14,8 @@ is itself a vocabulary entry (" the", "Hello") is looked up directly, as tiktoke
 """
 
 import functools
-from itertools import chain
+import re
+from itertools import chain, repeat
 import json
 import os
 from pathlib import Path
@@ -39,7 +40,10 @@ OFFICIAL_NAMES = {  # these all use the same GPT-2 vocabulary, shipped in minigp
 # a non-space (" ?\p{L}+", " ?\p{N}+" or " ?[^\s\p{L}\p{N}]+" takes it, and no earlier piece can
 # hold that space). So we may first cut the text there, into word-sized chunks, and pre-split
 # and cache each chunk on its own.
+# The standard library's `re` is used for this cut because it is faster per call; its \s is a
+# superset of regex's (it adds U+001C..U+001F), so it never cuts where `regex` would not.
 CHUNK_BOUNDARY_PATTERN = r"(?= \S)"
+NO_MERGE = float("inf")  # the rank of a pair that has no merge
 
 PACKAGE_VOCAB_DIR = Path(__file__).resolve().parent / "data" / "gpt2"
 VOCAB_FILE_PAIRS = (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe"))  # HF, OpenAI
@@ -144,7 +148,7 @@ class GPT2Tokenizer:
             self._merge_ids.setdefault(pair, encoder[left + right])
 
         self._pretokenize = regex.compile(PRETOKENIZE_PATTERN)
-        self._chunk_boundary = regex.compile(CHUNK_BOUNDARY_PATTERN)
+        self._chunk_boundary = re.compile(CHUNK_BOUNDARY_PATTERN)
         # Per-instance LRU caches (bounded, unlike OpenAI's dict): chunk -> ids and piece -> ids.
         self.cache_size = cache_size
         self._encode_chunk = functools.lru_cache(maxsize=cache_size)(self._encode_chunk_uncached)
@@ -209,25 +213,26 @@ class GPT2Tokenizer:
     def bpe_ids(self, data):
         """Bytes of one piece -> token ids: merge the lowest-ranked adjacent pair until none is left.
 
-        Every occurrence of the chosen pair is merged, left to right, exactly like OpenAI's loop.
+        Every occurrence of the chosen pair is merged, left to right, exactly like OpenAI's loop
+        (`bpe_symbols` below is that loop on strings). Here each pair is looked up once per round
+        with C-level map/min/index, which is what makes a cold cache fast.
         """
         ids = [self._byte_ids[b] for b in data]        # one token per byte to start
-        ranks, merged_ids = self._merge_ranks, self._merge_ids
+        get_rank = self._merge_ranks.get
         while len(ids) > 1:
-            pairs = list(zip(ids, ids[1:]))
-            best = min(pairs, key=lambda pair: ranks.get(pair, float("inf")))
-            if best not in ranks:
+            pair_ranks = list(map(get_rank, zip(ids, ids[1:]), repeat(NO_MERGE)))   # rank of pair i
+            best = min(pair_ranks)
+            if best == NO_MERGE:
                 break                                   # no adjacent pair can merge
-            first, second = best
-            new_id, merged, i = merged_ids[best], [], 0
-            while i < len(ids):
-                if i + 1 < len(ids) and ids[i] == first and ids[i + 1] == second:
+            first = pair_ranks.index(best)              # a rank names one pair: find where it is
+            new_id = self._merge_ids[ids[first], ids[first + 1]]
+            merged, start = [], 0
+            for i in range(first, len(pair_ranks)):
+                if pair_ranks[i] == best and i >= start:   # i < start: overlaps the last merge
+                    merged += ids[start:i]
                     merged.append(new_id)
-                    i += 2
-                else:
-                    merged.append(ids[i])
-                    i += 1
-            ids = merged
+                    start = i + 2
+            ids = merged + ids[start:]
         return ids
 
     def bpe_symbols(self, piece, steps=None):
@@ -295,19 +300,27 @@ class GPT2Tokenizer:
         disallowed_special: "all" or a set; if the text contains one, raise ValueError.
         add_special_tokens: accepted for transformers compatibility; GPT-2 adds none (no BOS).
         """
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
         allowed = self._special_set(allowed_special, "allowed_special")
-        disallowed = self._special_set(disallowed_special, "disallowed_special") - allowed
-        for token in disallowed:
+        if disallowed_special:
+            self._refuse_disallowed(text, disallowed_special, allowed)
+        if any(token in text for token in allowed):
+            ids = []
+            for chunk in self._split_special(text, allowed):
+                ids += [self.encoder[chunk]] if chunk in allowed else self.encode_ordinary(chunk)
+        else:
+            ids = self.encode_ordinary(text)   # the common case, kept short: one call per line matters
+        if truncation or max_length is not None:
+            ids = self._truncate(ids, max_length if max_length is not None else self.model_max_length)
+        return ids
+
+    def _refuse_disallowed(self, text, disallowed_special, allowed):
+        for token in self._special_set(disallowed_special, "disallowed_special") - allowed:
             if token in text:
                 raise ValueError(f"the text contains the special token {token!r}; pass "
                                  f"allowed_special={{{token!r}}} to encode it as id "
                                  f"{self.encoder[token]}, or use encode_ordinary to encode it as text")
-        ids = []
-        for chunk in self._split_special(text, allowed):
-            ids += [self.encoder[chunk]] if chunk in allowed else self.encode_ordinary(chunk)
-        if truncation or max_length is not None:
-            ids = self._truncate(ids, max_length if max_length is not None else self.model_max_length)
-        return ids
 
     def _special_set(self, value, name):
         if value == "all":
@@ -488,24 +501,23 @@ class GPT2Tokenizer:
         if not all(isinstance(t, str) for t in texts):
             raise ValueError("text must be a str or a list of str")
         allowed = self._special_set(allowed_special, "allowed_special")
-        disallowed = self._special_set(disallowed_special, "disallowed_special") - allowed
-        rows = []
+        limit = max_length if max_length is not None else self.model_max_length
+        truncate = truncation not in (False, None, "do_not_truncate")
+        id_rows, offset_rows = [], [] if return_offsets_mapping else None
         for t in texts:
-            for token in disallowed:
-                if token in t:
-                    raise ValueError(f"the text contains the special token {token!r} "
-                                     "(disallowed_special)")
+            if disallowed_special:
+                self._refuse_disallowed(t, disallowed_special, allowed)
             if return_offsets_mapping:
                 pairs = list(self._encode_chunks(t, allowed))
-            else:   # the fast path; (0, 0) offsets are never returned
-                pairs = [(i, (0, 0)) for i in self.encode(t, allowed_special=allowed)]
-            if truncation not in (False, None, "do_not_truncate"):
-                pairs = self._truncate(pairs, max_length if max_length is not None else self.model_max_length)
-            rows.append(pairs)
-        return pad_and_stack(self, rows, single=single, padding=padding, max_length=max_length,
-                             pad_to_multiple_of=pad_to_multiple_of, return_tensors=return_tensors,
-                             return_attention_mask=return_attention_mask,
-                             return_offsets_mapping=return_offsets_mapping)
+                pairs = self._truncate(pairs, limit) if truncate else pairs
+                id_rows.append([token_id for token_id, _ in pairs])
+                offset_rows.append([span for _, span in pairs])
+            else:
+                ids = self.encode(t, allowed_special=allowed)
+                id_rows.append(self._truncate(ids, limit) if truncate else ids)
+        return pad_and_stack(self, id_rows, offset_rows, single=single, padding=padding,
+                             max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
+                             return_tensors=return_tensors, return_attention_mask=return_attention_mask)
 
     def _truncate(self, items, max_length):
         if max_length is None or len(items) <= max_length:
