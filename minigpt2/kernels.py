@@ -1,0 +1,518 @@
+"""The forward-pass ops as Numba kernels: the same functions as ``ops.py``, made fast.
+
+``model.py`` calls ``layer_norm``, ``linear``, ``gelu_new`` and ``attention`` from this module
+when ``backend="numba"`` (the default) and from ``ops.py`` when ``backend="numpy"``; the two
+modules have the same names and signatures and compute the same function (the tests in
+``tests/test_ops_vs_kernels.py`` hold them to each other). Read ``ops.py`` first: it says *what*
+is computed; this file says how to compute it quickly on a CPU.
+
+Where the time goes, and what each kernel does about it (measurements in BENCHMARKS.md):
+
+* Decode (one new token per step) is memory-bound: every weight matrix is read once per token,
+  so ``linear`` on a few rows is a matrix-vector product that must stream the weights at full
+  memory bandwidth on every core. Two kernels do that, one per weight layout:
+  ``_matvec_in_out`` for the checkpoint's ``[n_in, n_out]`` layout (each thread streams a
+  contiguous band of rows and keeps partial sums for every output in L1, so no copy of the
+  weights is needed) and ``_matvec_out_in`` for a ``[n_out, in]`` layout such as the tied LM
+  head ``wte.T`` (one dot product per output, vectorised by allowing reassociation).
+* Prefill (many tokens) is compute-bound: the matmuls go to BLAS (``np.matmul``, outside Numba,
+  which has no BLAS without SciPy), and a Numba pass adds the bias (and GELU) in place.
+* Attention runs numbered passes per query row (llm.c style) and *skips* masked keys, so the
+  causal half of a prefill is never computed and a padded key never touches a real row.
+* Elementwise work (bias, GELU, layer norm) is one parallel pass over rows.
+
+Every kernel has a naive twin (``*_naive``): plain loops, no threads, no fast-math, written to
+be obviously right. The tests compare the fast kernels with both the twins and ``ops.py``.
+
+Numerics: float32 storage, float32 arithmetic, except that layer norm statistics accumulate in
+float64. Only reduction kernels get ``fastmath={"reassoc", "contract"}`` (needed to vectorise a
+float sum; it reorders additions as BLAS does). The blanket ``fastmath=True`` is never used: it
+also assumes no NaN/inf, which would break the masked-row handling.
+
+Threads: Numba kernels and OpenBLAS run one after the other, never at the same time, but both
+keep their idle threads spinning for a while; ``set_num_threads(n)`` sets both pools to ``n``
+explicitly (no environment variables are read here).
+"""
+
+import ctypes
+import glob
+import math
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+# linear() on at most this many rows uses the streaming matrix-vector kernels; more rows go to
+# BLAS. Measured crossover on the 2-core benchmark machine (benchmarks/bench_kernels.py).
+MATVEC_MAX_ROWS = 8
+
+_REDUCE = {"reassoc", "contract"}   # the only fast-math flags used, and only on reductions
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+# --------------------------------------------------------------------------------------------
+# threads
+
+
+def _openblas_set_num_threads():
+    """The `set_num_threads` function of the OpenBLAS that NumPy bundles, or None if not found."""
+    libs_dir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs_dir, "*openblas*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                       "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            function = getattr(lib, symbol, None)
+            if function is not None:
+                function.argtypes = [ctypes.c_int]
+                return function
+    return None
+
+
+def set_num_threads(num_threads):
+    """Use `num_threads` threads in the Numba kernels and in NumPy's BLAS.
+
+    Returns True when the BLAS thread count could be set too (NumPy's bundled OpenBLAS), False
+    when only Numba's could. `num_threads` must be between 1 and the number Numba started with.
+    """
+    if not 1 <= int(num_threads) <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"num_threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, "
+                         f"got {num_threads}")
+    numba.set_num_threads(int(num_threads))
+    blas_set = _openblas_set_num_threads()
+    if blas_set is None:
+        return False
+    blas_set(int(num_threads))
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _rows(x, name):
+    """x [..., n] -> a C-contiguous float32 [rows, n] view or copy, and the leading shape."""
+    x = np.asarray(x)
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have at least 1 dimension, got shape {x.shape}")
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
+    return x2, x.shape[:-1]
+
+
+def _vector(v, n, name):
+    """A float32 contiguous vector of length n (None -> zeros)."""
+    if v is None:
+        return np.zeros(n, dtype=np.float32)
+    v = np.ascontiguousarray(v, dtype=np.float32)
+    if v.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {v.shape}")
+    return v
+
+
+# --------------------------------------------------------------------------------------------
+# layer norm
+
+
+@njit(parallel=True, fastmath=_REDUCE, cache=True)
+def _layer_norm_rows(x, weight, bias, eps, out):
+    # x [n, C] -> out [n, C]; statistics in float64, two passes (mean, then centred variance)
+    n, C = x.shape
+    for r in prange(n):
+        row = x[r]
+        total = 0.0
+        for c in range(C):
+            total += row[c]
+        mean = total / C
+        sq = 0.0
+        for c in range(C):
+            dev = row[c] - mean
+            sq += dev * dev
+        rstd = 1.0 / math.sqrt(sq / C + eps)      # biased variance, eps inside the sqrt
+        mean32 = np.float32(mean)
+        rstd32 = np.float32(rstd)
+        for c in range(C):
+            out[r, c] = (row[c] - mean32) * rstd32 * weight[c] + bias[c]
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    """LayerNorm over the last axis: x [..., C], weight [C], bias [C] -> [..., C] float32."""
+    x2, lead = _rows(x, "x")
+    C = x2.shape[1]
+    out = np.empty_like(x2)
+    _layer_norm_rows(x2, _vector(weight, C, "weight"), _vector(bias, C, "bias"), float(eps), out)
+    return out.reshape(*lead, C)
+
+
+@njit(cache=True)
+def layer_norm_naive(x, weight, bias, eps):
+    """Twin of layer_norm for tests: x [n, C] float32 -> [n, C], textbook loops."""
+    n, C = x.shape
+    out = np.empty((n, C), dtype=np.float32)
+    for r in range(n):
+        mean = 0.0
+        for c in range(C):
+            mean += x[r, c]
+        mean /= C
+        var = 0.0
+        for c in range(C):
+            var += (x[r, c] - mean) ** 2
+        var /= C
+        for c in range(C):
+            out[r, c] = (x[r, c] - mean) / math.sqrt(var + eps) * weight[c] + bias[c]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# GELU (tanh form, "gelu_new")
+#
+# 0.5 * x * (1 + tanh(u)) == x / (1 + exp(-2u)) exactly (tanh(u) = 2 sigmoid(2u) - 1); the exp
+# form is used because Numba's scalar tanhf is ~6x slower than expf here (no SVML).
+
+
+@njit(inline="always")
+def _gelu_scalar(v):
+    u2 = np.float32(2.0 * _SQRT_2_OVER_PI) * (v + np.float32(0.044715) * v * v * v)
+    return v / (np.float32(1.0) + np.exp(-u2))
+
+
+@njit(parallel=True, cache=True)
+def _gelu_inplace(x):
+    # x [n] -> x [n], in place
+    for i in prange(x.shape[0]):
+        x[i] = _gelu_scalar(x[i])
+
+
+def gelu_new(x):
+    """GELU, tanh approximation (OpenAI GPT-2 / HF "gelu_new"): any shape -> same shape float32."""
+    x = np.asarray(x)
+    out = np.array(x, dtype=np.float32, order="C", copy=True)
+    _gelu_inplace(out.reshape(-1))
+    return out
+
+
+@njit(cache=True)
+def gelu_new_naive(x):
+    """Twin of gelu_new for tests: x [n] float32 -> [n], the textbook tanh formula in float64."""
+    out = np.empty(x.shape[0], dtype=np.float32)
+    for i in range(x.shape[0]):
+        v = np.float64(x[i])
+        out[i] = 0.5 * v * (1.0 + math.tanh(_SQRT_2_OVER_PI * (v + 0.044715 * v ** 3)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# linear: x @ weight + bias (HF Conv1D layout, weight [n_in, n_out])
+
+
+@njit(parallel=True, cache=True)
+def _bias_act_inplace(out, bias, apply_gelu):
+    # out [m, n_out] += bias [n_out], then optionally GELU, in one pass
+    m, n_out = out.shape
+    for r in prange(m):
+        row = out[r]
+        if apply_gelu:
+            for o in range(n_out):
+                row[o] = _gelu_scalar(row[o] + bias[o])
+        else:
+            for o in range(n_out):
+                row[o] += bias[o]
+
+
+@njit(parallel=True, cache=True)
+def _matvec_in_out(x, weight, bias, apply_gelu, n_chunks, out):
+    # x [m, n_in] @ weight [n_in, n_out] + bias -> out [m, n_out], for small m (decode).
+    # The weights are read once, in memory order: chunk k of the threads streams the contiguous
+    # rows [i0, i1) of `weight` and accumulates x[:, i] * weight[i, :] into its own partial sums
+    # (m * n_out floats, L1/L2 resident). The inner loop is an axpy, which vectorises without
+    # reassociation. The partials are then summed in chunk order (deterministic).
+    # n_chunks = the number of threads (numba.get_num_threads() inside a kernel stops caching).
+    m, n_in = x.shape
+    n_out = weight.shape[1]
+    n_chunks = max(1, min(n_chunks, n_in))
+    rows_per_chunk = (n_in + n_chunks - 1) // n_chunks
+    partial = np.zeros((n_chunks, m, n_out), dtype=np.float32)
+    for k in prange(n_chunks):
+        i0 = k * rows_per_chunk
+        i1 = min(n_in, i0 + rows_per_chunk)
+        acc = partial[k]
+        for i in range(i0, i1):
+            w_row = weight[i]
+            for r in range(m):
+                xi = x[r, i]
+                acc_row = acc[r]
+                for o in range(n_out):
+                    acc_row[o] += xi * w_row[o]
+    for r in range(m):
+        for o in range(n_out):
+            total = bias[o]
+            for k in range(n_chunks):
+                total += partial[k, r, o]
+            out[r, o] = _gelu_scalar(total) if apply_gelu else total
+
+
+@njit(parallel=True, fastmath=_REDUCE, cache=True)
+def _matvec_out_in(x, weight_t, bias, apply_gelu, out):
+    # x [m, n_in] @ weight_t[n_out, n_in].T + bias -> out [m, n_out], for small m (decode).
+    # One dot product per (row, output) over a contiguous weight row; outputs split over threads.
+    m, n_in = x.shape
+    n_out = weight_t.shape[0]
+    for o in prange(n_out):
+        w_row = weight_t[o]
+        for r in range(m):
+            total = np.float32(0.0)
+            for i in range(n_in):
+                total += x[r, i] * w_row[i]
+            total += bias[o]
+            out[r, o] = _gelu_scalar(total) if apply_gelu else total
+
+
+def _linear(x, weight, bias, apply_gelu):
+    x2, lead = _rows(x, "x")
+    weight = np.asarray(weight)
+    if weight.ndim != 2 or weight.shape[0] != x2.shape[1]:
+        raise ValueError(f"weight must have shape ({x2.shape[1]}, n_out) for x of shape "
+                         f"{tuple(lead) + (x2.shape[1],)}, got {weight.shape}")
+    if weight.dtype != np.float32:
+        weight = weight.astype(np.float32)
+    n_out = weight.shape[1]
+    bias = _vector(bias, n_out, "bias")
+    m = x2.shape[0]
+    out = np.empty((m, n_out), dtype=np.float32)
+    if m <= MATVEC_MAX_ROWS:
+        if weight.flags.c_contiguous:
+            _matvec_in_out(x2, weight, bias, apply_gelu, numba.get_num_threads(), out)
+        elif weight.T.flags.c_contiguous:          # an [n_out, n_in] array seen transposed
+            _matvec_out_in(x2, weight.T, bias, apply_gelu, out)
+        else:
+            _matvec_in_out(x2, np.ascontiguousarray(weight), bias, apply_gelu,
+                           numba.get_num_threads(), out)
+    else:
+        np.matmul(x2, weight, out=out)             # BLAS sgemm, either layout
+        _bias_act_inplace(out, bias, apply_gelu)
+    return out.reshape(*lead, n_out)
+
+
+def linear(x, weight, bias):
+    """x [..., n_in] @ weight [n_in, n_out] + bias [n_out] -> [..., n_out] float32.
+
+    `bias` may be None (the tied LM head). `weight` may be C-contiguous (the checkpoint's
+    [n_in, n_out]) or the transpose of a C-contiguous [n_out, n_in] array (such as `wte.T`);
+    both are streamed without a copy.
+    """
+    return _linear(x, weight, bias, False)
+
+
+def linear_gelu(x, weight, bias):
+    """gelu_new(linear(x, weight, bias)) with the GELU fused into the bias pass (the MLP's c_fc)."""
+    return _linear(x, weight, bias, True)
+
+
+@njit(cache=True)
+def matmul_naive(x, weight, bias):
+    """Twin of linear for tests: x [m, n_in] @ weight [n_in, n_out] + bias -> [m, n_out], float64 sums."""
+    m, n_in = x.shape
+    n_out = weight.shape[1]
+    out = np.empty((m, n_out), dtype=np.float32)
+    for r in range(m):
+        for o in range(n_out):
+            total = np.float64(bias[o])
+            for i in range(n_in):
+                total += np.float64(x[r, i]) * np.float64(weight[i, o])
+            out[r, o] = total
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# softmax over the last axis
+
+
+@njit(parallel=True, fastmath=_REDUCE, cache=True)
+def _softmax_rows(x, out):
+    # x [n, s] -> out [n, s]; a row whose max is -inf (nothing to attend to) gets zeros, not NaN
+    n, s = x.shape
+    for r in prange(n):
+        maxval = -np.inf
+        for j in range(s):
+            if x[r, j] > maxval:
+                maxval = x[r, j]
+        if maxval == -np.inf:
+            out[r, :] = 0.0
+            continue
+        total = np.float32(0.0)
+        for j in range(s):
+            e = np.exp(x[r, j] - maxval)
+            out[r, j] = e
+            total += e
+        inv = np.float32(1.0) / total
+        for j in range(s):
+            out[r, j] *= inv
+
+
+def softmax(x, axis=-1):
+    """Softmax along `axis` with max subtraction: same shape, float32.
+
+    A row that is entirely -inf gives all zeros (instead of NaN).
+    """
+    x = np.moveaxis(np.asarray(x), axis, -1)
+    x2, lead = _rows(x, "x")
+    out = np.empty_like(x2)
+    _softmax_rows(x2, out)
+    return np.moveaxis(out.reshape(*lead, x2.shape[1]), -1, axis)
+
+
+@njit(cache=True)
+def softmax_naive(x):
+    """Twin of softmax for tests: x [n, s] -> [n, s], float64 sums; an all -inf row -> zeros."""
+    n, s = x.shape
+    out = np.zeros((n, s), dtype=np.float32)
+    for r in range(n):
+        maxval = -np.inf
+        for j in range(s):
+            maxval = max(maxval, np.float64(x[r, j]))
+        if maxval == -np.inf:
+            continue
+        total = 0.0
+        for j in range(s):
+            total += math.exp(x[r, j] - maxval)
+        for j in range(s):
+            out[r, j] = math.exp(x[r, j] - maxval) / total
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# attention
+
+
+@njit(parallel=True, fastmath=_REDUCE, cache=True)
+def _attention_kernel(query, key, value, mask, scale, head_scale, out, probs, write_probs):
+    # query [b, h, t, d], key/value [b, h, s, d], mask [b, t, s] (True = may attend),
+    # head_scale [h] -> out [b, h, t, d], probs [b, h, t, s] (written only if write_probs).
+    # One (batch, head) pair per task; each query row runs four passes over its visible keys.
+    b, h, t, d = query.shape
+    s = key.shape[2]
+    for bh in prange(b * h):
+        bi = bh // h
+        hi = bh % h
+        scores = np.empty(s, dtype=np.float32)        # one scratch row per task, reused
+        for ti in range(t):
+            q = query[bi, hi, ti]
+            row_mask = mask[bi, ti]
+            o_row = out[bi, hi, ti]
+            # pass 1: scaled scores q.k for the visible keys only, and their max
+            maxval = -np.inf
+            n_visible = 0
+            for j in range(s):
+                if row_mask[j]:
+                    k = key[bi, hi, j]
+                    dot = np.float32(0.0)
+                    for c in range(d):
+                        dot += q[c] * k[c]
+                    dot *= scale
+                    scores[j] = dot
+                    if dot > maxval:
+                        maxval = dot
+                    n_visible += 1
+            if n_visible == 0:                           # nothing to attend to: zeros, not NaN
+                o_row[:] = 0.0
+                if write_probs:
+                    probs[bi, hi, ti, :] = 0.0
+                continue
+            # pass 2: exp(score - max) and the sum, masked keys set to exactly 0
+            total = np.float32(0.0)
+            for j in range(s):
+                if row_mask[j]:
+                    e = np.exp(scores[j] - maxval)
+                    scores[j] = e
+                    total += e
+                else:
+                    scores[j] = 0.0
+            # pass 3: normalise (and apply the head mask, which HF multiplies after softmax)
+            factor = head_scale[hi] / total
+            for j in range(s):
+                scores[j] *= factor
+            # pass 4: out = sum over visible keys of prob * value
+            o_row[:] = 0.0
+            for j in range(s):
+                if row_mask[j]:
+                    p = scores[j]
+                    v = value[bi, hi, j]
+                    for c in range(d):
+                        o_row[c] += p * v[c]
+            if write_probs:
+                probs[bi, hi, ti, :] = scores
+
+
+def _check_attention_args(query, key, value, mask, head_mask):
+    if query.ndim != 4 or key.ndim != 4 or value.ndim != 4:
+        raise ValueError(f"query, key and value must be [batch, n_head, seq, head_dim], got shapes "
+                         f"{query.shape}, {key.shape}, {value.shape}")
+    b, h, t, d = query.shape
+    s = key.shape[2]
+    if key.shape != (b, h, s, d) or value.shape != (b, h, s, d):
+        raise ValueError(f"key and value must have shape {(b, h, s, d)} to match query {query.shape}, "
+                         f"got {key.shape} and {value.shape}")
+    if mask.shape != (b, t, s):
+        raise ValueError(f"mask must have shape {(b, t, s)} (batch, query, key), got {mask.shape}")
+    if head_mask is not None and np.shape(head_mask) != (h,):
+        raise ValueError(f"head_mask must have shape ({h},), got {np.shape(head_mask)}")
+
+
+def attention(query, key, value, mask, scale, head_mask=None, output_attentions=False):
+    """Masked scaled dot-product attention; masked keys are skipped, not filled.
+
+    query [b, h, t, d], key/value [b, h, s, d], mask [b, t, s] bool (True = may attend),
+    scale float, head_mask [h] or None -> (out [b, h, t, d], probs [b, h, t, s] or None).
+    probs = softmax over the visible keys (0 elsewhere) times head_mask[h]; a query row with no
+    visible key gets all-zero probs and a zero output.
+    """
+    query = np.asarray(query, dtype=np.float32)
+    key = np.asarray(key, dtype=np.float32)
+    value = np.asarray(value, dtype=np.float32)
+    mask = np.asarray(mask, dtype=np.bool_)
+    _check_attention_args(query, key, value, mask, head_mask)
+    b, h, t, d = query.shape
+    s = key.shape[2]
+    head_scale = _vector(head_mask, h, "head_mask") if head_mask is not None else np.ones(h, np.float32)
+    out = np.empty((b, h, t, d), dtype=np.float32)
+    # probs is only allocated when asked for; the kernel still needs an array of the right rank
+    probs = np.empty((b, h, t, s) if output_attentions else (0, 0, 0, 0), dtype=np.float32)
+    # Strided views (the KV cache's [:, :, :length], a head split of the qkv projection) are
+    # read in place; only the innermost axis must be contiguous for the dot products to vectorise.
+    _attention_kernel(query, key, value, mask, np.float32(scale), head_scale, out, probs,
+                      bool(output_attentions))
+    return out, (probs if output_attentions else None)
+
+
+@njit(cache=True)
+def attention_naive(query, key, value, mask, scale, head_scale):
+    """Twin of attention for tests (no skipping: masked scores filled, then zeroed).
+
+    Same shapes as attention; head_scale [h] (ones for no head mask); returns (out, probs).
+    """
+    b, h, t, d = query.shape
+    s = key.shape[2]
+    out = np.zeros((b, h, t, d), dtype=np.float32)
+    probs = np.zeros((b, h, t, s), dtype=np.float32)
+    for bi in range(b):
+        for hi in range(h):
+            for ti in range(t):
+                scores = np.full(s, -np.inf)
+                for j in range(s):
+                    if mask[bi, ti, j]:
+                        dot = 0.0
+                        for c in range(d):
+                            dot += np.float64(query[bi, hi, ti, c]) * key[bi, hi, j, c]
+                        scores[j] = dot * scale
+                maxval = scores.max()
+                if maxval == -np.inf:
+                    continue
+                weights = np.exp(scores - maxval)
+                weights = weights / weights.sum() * head_scale[hi]
+                for j in range(s):
+                    probs[bi, hi, ti, j] = weights[j]
+                    for c in range(d):
+                        out[bi, hi, ti, c] += weights[j] * value[bi, hi, j, c]
+    return out, probs
