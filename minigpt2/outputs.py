@@ -39,3 +39,44 @@ class CausalLMOutputWithPast(ModelOutput):
     past_key_values: object = None
     hidden_states: tuple = None
     attentions: tuple = None
+
+
+@dataclass
+class SequenceClassifierOutputWithPast(ModelOutput):
+    """GPT2ForSequenceClassification's output."""
+    loss: object = None                # float32 scalar when labels were given
+    logits: object = None              # [b, num_labels] float32, at each row's last real token
+    past_key_values: object = None
+    hidden_states: tuple = None
+    attentions: tuple = None
+
+
+@dataclass
+class TokenClassifierOutput(ModelOutput):
+    """GPT2ForTokenClassification's output."""
+    loss: object = None                # float32 scalar when labels were given
+    logits: object = None              # [b, t, num_labels] float32
+    hidden_states: tuple = None
+    attentions: tuple = None
+
+
+@dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    """GPT2ForQuestionAnswering's output."""
+    loss: object = None                # float32 scalar when start and end positions were given
+    start_logits: object = None        # [b, t] float32
+    end_logits: object = None          # [b, t] float32
+    hidden_states: tuple = None
+    attentions: tuple = None
+
+
+@dataclass
+class GPT2DoubleHeadsModelOutput(ModelOutput):
+    """GPT2DoubleHeadsModel's output."""
+    loss: object = None                # language-modelling loss (labels), float32 scalar
+    mc_loss: object = None             # multiple-choice loss (mc_labels), float32 scalar
+    logits: object = None              # [b, num_choices, t, vocab_size] float32
+    mc_logits: object = None           # [b, num_choices] float32 (one score per choice)
+    past_key_values: object = None     # KVCache over the b * num_choices flattened rows
+    hidden_states: tuple = None        # n_layer + 1 arrays [b, num_choices, t, c]
+    attentions: tuple = None           # n_layer arrays [b * num_choices, h, t, s]
