@@ -5,8 +5,6 @@ the token ids (and, if asked, their (start, end) character offsets) and builds w
 transformers returns.
 """
 
-import numpy as np
-
 PADDING_MODES = {False: None, None: None, "do_not_pad": None,
                  True: "longest", "longest": "longest", "max_length": "max_length"}
 
@@ -66,6 +64,7 @@ def pad_and_stack(tokenizer, id_rows, offset_rows, *, single, padding, max_lengt
         encoding["offset_mapping"] = offsets
 
     if return_tensors == "np":
+        import numpy as np   # here, so that importing the tokenizer does not import NumPy
         lengths = {len(ids) for ids in input_ids}
         if len(lengths) > 1:
             raise ValueError(f"the texts encode to different lengths {sorted(lengths)}: pass "

@@ -35,16 +35,21 @@ BYTE_TO_CHAR = bytes_to_unicode()                                  # 256 entries
 CHAR_TO_BYTE = {char: byte for byte, char in BYTE_TO_CHAR.items()}
 
 
+# str.translate tables, so that converting the 50,257 vocabulary strings at load time is fast.
+_SYMBOL_TO_LATIN1 = str.maketrans({char: chr(byte) for byte, char in BYTE_TO_CHAR.items()})
+_LATIN1_TO_SYMBOL = str.maketrans({chr(byte): char for byte, char in BYTE_TO_CHAR.items()})
+_ALPHABET = frozenset(CHAR_TO_BYTE)
+
+
 def bytes_to_symbols(data):
     """b' hi' -> 'Ġhi': the vocabulary spelling of some bytes."""
-    return "".join(BYTE_TO_CHAR[byte] for byte in data)
+    return data.decode("latin-1").translate(_LATIN1_TO_SYMBOL)   # latin-1: byte n -> chr(n)
 
 
 def symbols_to_bytes(symbols):
     """'Ġhi' -> b' hi': the bytes a vocabulary string stands for."""
-    try:
-        return bytes(CHAR_TO_BYTE[char] for char in symbols)
-    except KeyError as error:
-        raise ValueError(
-            f"token string {symbols!r} contains {error.args[0]!r}, which is not in GPT-2's "
-            "byte-to-unicode alphabet") from None
+    if not _ALPHABET.issuperset(symbols):
+        bad = next(char for char in symbols if char not in _ALPHABET)
+        raise ValueError(f"token string {symbols!r} contains {bad!r}, which is not in GPT-2's "
+                         "byte-to-unicode alphabet")
+    return symbols.translate(_SYMBOL_TO_LATIN1).encode("latin-1")

@@ -68,18 +68,17 @@ def load_vocab(vocab_file):
 
 def load_merges(merges_file):
     """vocab.bpe / merges.txt -> list of (left, right) pairs; the rank of a merge is its index."""
-    merges = []
     with open(merges_file, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if (line_number == 1 and line.startswith("#version")) or not line:
-                continue   # "#version: 0.2" header, trailing newline
-            parts = line.split(" ")
-            if len(parts) != 2 or not all(parts):
-                raise ValueError(f"{merges_file}, line {line_number}: expected two symbols "
-                                 f"separated by one space, got {line!r}")
-            merges.append((parts[0], parts[1]))
-    return merges
+        lines = f.read().split("\n")
+    first = 1 if lines and lines[0].startswith("#version") else 0   # "#version: 0.2" header
+    merges = [tuple(line.rstrip("\r").split(" ")) for line in lines[first:]]
+    for line_number, merge in enumerate(merges, start=first + 1):
+        if len(merge) != 2 or not all(merge):
+            if merge == ("",):
+                continue       # an empty line (the file ends with a newline)
+            raise ValueError(f"{merges_file}, line {line_number}: expected two symbols "
+                             f"separated by one space, got {' '.join(merge)!r}")
+    return [merge for merge in merges if merge != ("",)]
 
 
 def find_vocab_files(folder):
@@ -133,19 +132,20 @@ class GPT2Tokenizer:
             raise ValueError(f"{vocab_file}: no token for byte(s) {missing[:8]}; a byte-level "
                              "vocabulary needs all 256 single-byte tokens")
         self._byte_ids = [encoder[BYTE_TO_CHAR[b]] for b in range(256)]
-        self._id_to_bytes = {i: self._token_bytes(token) for token, i in encoder.items()}
+        self._id_to_bytes = {i: token.encode("utf-8") if token in self.special_tokens else symbols_to_bytes(token)
+                             for token, i in encoder.items()}   # "<|endoftext|>" is written as itself
         self._bytes_to_id = {data: i for i, data in self._id_to_bytes.items()
                              if self.decoder[i] not in self.special_tokens}
         self._merge_ranks = {}   # (left id, right id) -> rank
         self._merge_ids = {}     # (left id, right id) -> id of the merged token
-        for rank, (left, right) in enumerate(merges):
-            for symbol in (left, right, left + right):
-                if symbol not in encoder:
-                    raise ValueError(f"{merges_file}: merge {rank} ({left} {right}) uses {symbol!r}, "
-                                     f"which is not in {vocab_file}")
-            pair = (encoder[left], encoder[right])
-            self._merge_ranks.setdefault(pair, rank)    # a duplicate line keeps its first rank
-            self._merge_ids.setdefault(pair, encoder[left + right])
+        for rank, (left, right) in enumerate(merges):   # a repeated line: the last rank wins, as in HF
+            try:
+                pair, new_id = (encoder[left], encoder[right]), encoder[left + right]
+            except KeyError as error:
+                raise ValueError(f"{merges_file}: merge {rank} ({left} {right}) uses {error.args[0]!r}, "
+                                 f"which is not in {vocab_file}") from None
+            self._merge_ranks[pair] = rank
+            self._merge_ids[pair] = new_id
 
         self._pretokenize = regex.compile(PRETOKENIZE_PATTERN)
         self._chunk_boundary = re.compile(CHUNK_BOUNDARY_PATTERN)
@@ -153,11 +153,6 @@ class GPT2Tokenizer:
         self.cache_size = cache_size
         self._encode_chunk = functools.lru_cache(maxsize=cache_size)(self._encode_chunk_uncached)
         self._encode_piece = functools.lru_cache(maxsize=cache_size)(self._encode_piece_uncached)
-
-    def _token_bytes(self, token):
-        if token in (self.unk_token, self.bos_token, self.eos_token):
-            return token.encode("utf-8")    # "<|endoftext|>" is written as itself
-        return symbols_to_bytes(token)
 
     # ------------------------------------------------------------------ loading and saving
 
