@@ -450,3 +450,20 @@ def test_concatenation_at_whitespace_boundaries(tok, tiktoken_enc, left, right):
     joined_like_parts = tiktoken_enc.encode_ordinary(left) + tiktoken_enc.encode_ordinary(right)
     assert (tok.encode_ordinary(left) + tok.encode_ordinary(right) == tok.encode_ordinary(text)) == (
         joined_like_parts == tiktoken_enc.encode_ordinary(text))
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+def test_cli_tokenize(capsys):
+    from minigpt2.cli import main
+    assert main(["tokenize", "Hello world<|endoftext|>"]) == 0
+    out = capsys.readouterr().out
+    assert "15496" in out and "Ġworld" in out and "ids: [15496, 995, 50256]" in out
+    assert main(["tokenize", "--ids", "--ordinary", "<|endoftext|>"]) == 0
+    assert "50256" not in capsys.readouterr().out
+    assert main(["tokenize", "--decode", "18435, 995"]) == 0
+    assert capsys.readouterr().out == " Hello world\n"
+    assert main(["tokenize", "--explain", "Hello"]) == 0
+    assert "merge rank" in capsys.readouterr().out
+    assert main(["tokenize", "--decode", "not ids"]) == 1
+    assert "integer ids" in capsys.readouterr().err
