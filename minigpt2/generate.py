@@ -18,10 +18,11 @@ token per step through the KV cache. `generate` collects the ids like transforme
 `stream` yields text pieces; both sit on `iter_generate`.
 
 Sampling procedure (portable: same seed, same tokens on every machine up to float rounding of the
-logits themselves): probabilities = softmax of the processed float32 scores, computed in float64;
-each step draws `u = rng.random(rows)` from `numpy.random.Generator(PCG64(seed))`, one uniform per
-row in row order (finished rows draw too, so a row's draws do not depend on when other rows stop);
-the token is the first index whose cumulative probability exceeds `u * total`.
+logits themselves): each step draws `u = rng.random(rows)` from `numpy.random.Generator(PCG64(seed))`,
+one uniform per row in row order (finished rows draw too, so a row's draws do not depend on when
+other rows stop). For each row, take the tokens whose processed score is finite, in vocab order;
+p = their softmax in float64; the token is the first one whose cumulative sum of p exceeds
+`u * sum(p)`.
 """
 
 import codecs
@@ -46,15 +47,14 @@ def apply_repetition_penalty(scores, input_ids, penalty, attention_mask=None):
     """
     if penalty == 1.0:
         return scores
-    rows, vocab = scores.shape
-    seen = np.zeros((rows, vocab + 1), dtype=bool)        # column `vocab` absorbs ids we ignore
-    ids = np.minimum(np.asarray(input_ids), vocab)          # ids past the vocab cannot be generated
-    if attention_mask is not None:
-        ids = np.where(np.asarray(attention_mask) == 0, vocab, ids)
-    seen[np.arange(rows)[:, None], ids] = True              # [rows, seq] -> marks in [rows, vocab + 1]
-    seen = seen[:, :vocab]
-    penalised = np.where(scores < 0, scores * penalty, scores / penalty).astype(scores.dtype)
-    return np.where(seen, penalised, scores)
+    input_ids = np.asarray(input_ids)
+    out = scores.copy()
+    for row in range(scores.shape[0]):
+        ids = input_ids[row] if attention_mask is None else input_ids[row][np.asarray(attention_mask)[row] != 0]
+        seen = np.unique(ids[(ids >= 0) & (ids < scores.shape[1])])   # ids past the vocab cannot be generated
+        values = out[row, seen]
+        out[row, seen] = np.where(values < 0, values * penalty, values / penalty)
+    return out
 
 
 def apply_min_new_tokens(scores, n_new_tokens, min_new_tokens, eos_token_ids):
@@ -95,22 +95,38 @@ def apply_top_p(scores, top_p, min_tokens_to_keep=1):
     """Nucleus filtering (transformers' TopPLogitsWarper): keep the smallest set of most likely
     tokens whose probabilities add up to at least top_p.
 
-    Rule: sort the scores ascending, take the cumulative softmax, and remove every token whose
-    cumulative probability is <= 1 - top_p; the min_tokens_to_keep most likely tokens always stay.
-    (OpenAI's gpt-2 code keeps tokens while the cumulative sum is <= p instead: it drops the token
-    that crosses p, transformers keeps it.) The softmax and the sum are in float64.
-    top_p = 1 keeps everything.
+    transformers' rule: sort the scores ascending, take the cumulative softmax, and remove every
+    token whose cumulative probability is <= 1 - top_p; the min_tokens_to_keep most likely tokens
+    always stay. The same rule counted from the top: a token stays when the probability of the
+    tokens ranked above it is < top_p, so the token that crosses top_p stays. (OpenAI's gpt-2 code
+    keeps tokens while the cumulative sum is <= p: it drops that token.) top_p = 1 keeps everything.
+
+    Counting from the top lets us sort only the few most likely tokens instead of all 50257:
+    take the top 64 candidates, 4x more until their mass reaches top_p (then every token outside
+    them has at least that mass above it). Probabilities in float32 (as transformers), sums in float64.
     """
     if top_p >= 1.0:
         return scores
-    order = np.argsort(scores, axis=-1, kind="stable")                     # ascending, [rows, vocab]
-    sorted_scores = np.take_along_axis(scores, order, axis=-1).astype(np.float64)
-    cumulative = np.cumsum(softmax(sorted_scores), axis=-1)
-    remove_sorted = cumulative <= 1.0 - top_p
-    remove_sorted[:, scores.shape[-1] - min_tokens_to_keep :] = False        # the most likely stay
-    remove = np.empty_like(remove_sorted)
-    np.put_along_axis(remove, order, remove_sorted, axis=-1)               # back to vocab order
-    return np.where(remove, -np.inf, scores).astype(scores.dtype)
+    rows, vocab = scores.shape
+    probs = softmax(scores)                                  # [rows, vocab] float32, as transformers
+    out = np.full_like(scores, -np.inf)
+    for row in range(rows):
+        n_candidates = min(64, vocab)
+        while True:
+            if n_candidates * 4 < vocab:
+                candidates = np.argpartition(-scores[row], n_candidates - 1)[:n_candidates]
+            else:
+                candidates = np.arange(vocab)
+            candidates = candidates[np.argsort(-scores[row, candidates], kind="stable")]   # most likely first
+            p = probs[row, candidates].astype(np.float64)
+            mass_above = np.cumsum(p) - p                                                  # [n_candidates]
+            if candidates.size == vocab or mass_above[-1] + p[-1] >= top_p:
+                break
+            n_candidates *= 4
+        n_keep = max(int(np.sum(mass_above < top_p)), min_tokens_to_keep)
+        keep = candidates[:n_keep]
+        out[row, keep] = scores[row, keep]
+    return out
 
 
 def softmax(scores):
@@ -137,14 +153,16 @@ def process_logits(scores, input_ids, *, attention_mask=None, n_new_tokens=0, do
 def sample_tokens(scores, rng):
     """Draw one token per row from softmax(scores) with the documented procedure (module doc).
     scores [rows, vocab] -> token ids [rows] int64."""
-    probs = softmax(scores.astype(np.float64))                            # [rows, vocab]
-    cumulative = np.cumsum(probs, axis=-1)
     u = rng.random(scores.shape[0])                                       # [rows], in [0, 1)
-    thresholds = u * cumulative[:, -1]
-    tokens = np.sum(cumulative <= thresholds[:, None], axis=-1)           # first index with cum > u*total
-    # u * total can round up to total: never step past the last token with probability > 0
-    last_possible = scores.shape[-1] - 1 - np.argmax((probs > 0)[:, ::-1], axis=-1)
-    return np.minimum(tokens, last_possible).astype(np.int64)
+    tokens = np.empty(scores.shape[0], dtype=np.int64)
+    for row in range(scores.shape[0]):
+        kept = np.flatnonzero(np.isfinite(scores[row]))                   # candidates, in vocab order
+        if kept.size == 0:
+            raise ValueError(f"row {row}: every token was filtered out (all scores are -inf)")
+        cumulative = np.cumsum(softmax(scores[row, kept].astype(np.float64)))
+        index = np.searchsorted(cumulative, u[row] * cumulative[-1], side="right")
+        tokens[row] = kept[min(index, kept.size - 1)]    # u * total can round up to total
+    return tokens
 
 
 def make_rng(seed):
