@@ -75,7 +75,7 @@ def check(name, ours, reference, tol=1e-5, relative=False):
 def check_equal(name, ours, reference):
     """PASS if the two are equal (ids, strings, bytes); prints the first difference otherwise."""
     if _as_plain(ours) == _as_plain(reference):
-        print(f"PASS  {name}: equal ({_short(ours)})")
+        print(f"PASS  {name}: equal ({_short(_as_plain(ours))})")
         return
     ours, reference = _as_plain(ours), _as_plain(reference)
     where = ""
@@ -98,7 +98,14 @@ def _fail(name, detail):
 
 
 def _as_plain(x):
-    return x.tolist() if isinstance(x, np.ndarray) else (list(x) if isinstance(x, tuple) else x)
+    """Arrays and tuples -> lists, recursively, so that == compares values."""
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (list, tuple)):
+        return [_as_plain(item) for item in x]
+    if isinstance(x, dict):
+        return {key: _as_plain(value) for key, value in x.items()}
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def _short(x, n=120):

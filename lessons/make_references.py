@@ -31,6 +31,7 @@ TEXTS = [
     "  two  spaces\tand a tab\r\n", "déjà vu — naïve café", "12345 + 678 = 13023",
     "<|endoftext|>", "Hello<|endoftext|>world", "Alan Turing theorized that computers would one day become",
 ]
+PADDED_BATCH = ["Hello world", "The quick brown fox jumps", "Hi"]
 GREEDY_NEW_TOKENS = 12
 
 
@@ -47,8 +48,14 @@ def tokenizer_references():
             "pieces": [tik.decode([i]) for i in tik.encode_ordinary(text)],
             "tokenizers": hf.encode(text).ids,                            # HF's ByteLevel BPE
         })
+    padding = {}
+    for side in ("right", "left"):          # HF tokenizers' own padding: pad = eos = 50256
+        hf.enable_padding(direction=side, pad_id=50256, pad_token="<|endoftext|>")
+        batch = hf.encode_batch(PADDED_BATCH)
+        padding[side] = {"input_ids": [e.ids for e in batch], "attention_mask": [e.attention_mask for e in batch]}
+    hf.no_padding()
     return {"source": "tiktoken + tokenizers, from minigpt2/data/gpt2/{encoder.json,vocab.bpe}",
-            "texts": entries}
+            "texts": entries, "padded_batch": PADDED_BATCH, "padding": padding}
 
 
 def numerics_references():
