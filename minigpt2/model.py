@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from . import ops
+from . import inputs, ops
 from .cache import KVCache
 from .checkpoints import check_body_weights, load_weights, split_body_and_heads
 from .config import GPT2Config
@@ -53,8 +53,8 @@ class GPT2Block:
         if config.scale_attn_by_inverse_layer_idx:
             self.scale /= layer_idx + 1
         self.activation = config.activation_function
-        self.act = getattr(backend_ops, "gelu_new") if self.activation == "gelu_new" else \
-            ops.ACTIVATIONS[self.activation]
+        # GPT-2's own GELU comes from the backend; the other activations are NumPy-only (ops.py)
+        self.act = backend_ops.gelu_new if self.activation == "gelu_new" else ops.ACTIVATIONS[self.activation]
 
     def __call__(self, x, mask, kv_cache=None, head_mask=None, output_attentions=False, trace=None):
         """x [b, t, c], mask [b, t, s] -> (x [b, t, c], probs [b, h, t, s] or None).
@@ -92,7 +92,19 @@ class GPT2Block:
         return x, probs
 
 
-class GPT2Model:
+class PretrainedMixin:
+    """``from_pretrained`` for every model class: config.json + checked weights -> cls(config, weights)."""
+
+    @classmethod
+    def from_pretrained(cls, name_or_folder, backend="numba", cache_dir=None, local_files_only=False):
+        """Load from a folder (config.json + model.safetensors) or a model name (via minigpt2.hub)."""
+        folder = _resolve_folder(name_or_folder, cache_dir, local_files_only)
+        config = GPT2Config.from_pretrained(folder)
+        body, heads = load_weights(folder, config)                  # body unprefixed, heads as stored
+        return cls(config, {**heads, **body}, backend=backend)
+
+
+class GPT2Model(PretrainedMixin):
     """The GPT-2 body: embeddings, n_layer blocks, final layer norm. ``weights`` as in a checkpoint
     (names with or without the ``transformer.`` prefix), float32 arrays."""
 
@@ -109,14 +121,6 @@ class GPT2Model:
         self.wte, self.wpe = body["wte.weight"], body["wpe.weight"]        # [v, c], [n_positions, c]
         self.h = [GPT2Block(body, i, config, self.ops) for i in range(config.n_layer)]
         self.ln_f = (body["ln_f.weight"], body["ln_f.bias"])
-
-    @classmethod
-    def from_pretrained(cls, name_or_folder, backend="numba", cache_dir=None, local_files_only=False):
-        """Load from a folder (config.json + model.safetensors) or a model name (via minigpt2.hub)."""
-        folder = _resolve_folder(name_or_folder, cache_dir, local_files_only)
-        config = GPT2Config.from_pretrained(folder)
-        body, heads = load_weights(folder, config)
-        return cls(config, {**heads, **body}, backend=backend)
 
     def __call__(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                  position_ids=None, head_mask=None, inputs_embeds=None, use_cache=False,
@@ -139,25 +143,25 @@ class GPT2Model:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
-            input_ids = _token_ids(input_ids, "input_ids", cfg.vocab_size)     # [b, t]
+            input_ids = inputs.token_ids(input_ids, "input_ids", cfg.vocab_size)     # [b, t]
             b, t = input_ids.shape
         else:
-            inputs_embeds = _embeddings(inputs_embeds, cfg.n_embd)             # [b, t, c]
+            inputs_embeds = inputs.embeddings(inputs_embeds, cfg.n_embd)             # [b, t, c]
             b, t = inputs_embeds.shape[:2]
         kv_cache = _prepare_cache(past_key_values, use_cache, cfg, b)
         n_past = len(kv_cache) if kv_cache is not None else 0
         if n_past + t > cfg.n_positions:
             raise ValueError(f"sequence too long: {n_past} cached + {t} new tokens > n_positions "
                              f"({cfg.n_positions}), the number of position embeddings")
-        attention_mask = _attention_mask(attention_mask, b, n_past + t)        # [b, s] or None
-        position_ids = _position_ids(position_ids, attention_mask, b, t, n_past, cfg.n_positions)
-        head_masks = _head_masks(head_mask, cfg.n_layer, cfg.n_head)           # n_layer x ([h] or None)
+        attention_mask = inputs.attention_mask_2d(attention_mask, b, n_past + t)        # [b, s] or None
+        position_ids = inputs.position_ids_for(position_ids, attention_mask, b, t, n_past, cfg.n_positions)
+        head_masks = inputs.head_masks(head_mask, cfg.n_layer, cfg.n_head)           # n_layer x ([h] or None)
 
         # -- embeddings: token + position (+ token type, embedded with wte as in transformers)
         tokens = self.wte[input_ids] if inputs_embeds is None else inputs_embeds
         x = tokens + self.wpe[position_ids]                                    # [b, t, c]
         if token_type_ids is not None:
-            x = x + self.wte[_token_ids(token_type_ids, "token_type_ids", cfg.vocab_size, (b, t))]
+            x = x + self.wte[inputs.token_ids(token_type_ids, "token_type_ids", cfg.vocab_size, (b, t))]
         if trace is not None:
             trace["embed"] = x
         # which keys each query may see: causal, and not padding
@@ -235,80 +239,13 @@ class GPT2LMHeadModel:
         return generate(self, input_ids, **kwargs)
 
 
-# ---- input checks: every bad input is a ValueError that says what is wrong ----------------------
+# ---- helpers -----------------------------------------------------------------------------------
 
 def _resolve_folder(name_or_folder, cache_dir, local_files_only):
     if os.path.isdir(os.fspath(name_or_folder)):
         return os.fspath(name_or_folder)
     from .hub import resolve_model_folder        # only names need the hub (and maybe the network)
     return resolve_model_folder(name_or_folder, cache_dir=cache_dir, local_files_only=local_files_only)
-
-
-def _token_ids(ids, name, vocab_size, shape=None, allow=None):
-    """ids as int64 [b, t] (a 1-D sequence is one row), each in 0..vocab_size-1 (or == allow)."""
-    ids = np.asarray(ids)
-    if ids.dtype == bool or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
-        raise ValueError(f"{name} must hold integers, got dtype {ids.dtype}")
-    if ids.ndim == 1 and shape is None:
-        ids = ids[None, :]
-    if ids.ndim != 2 or ids.shape[1] == 0:
-        raise ValueError(f"{name} must be [batch, seq] with seq >= 1, got shape {ids.shape}")
-    if shape is not None and ids.shape != shape:
-        raise ValueError(f"{name} has shape {ids.shape}, expected {shape} (as input_ids)")
-    bad = ((ids < 0) | (ids >= vocab_size)) & (ids != allow if allow is not None else True)
-    if bad.any():
-        raise ValueError(f"{name} must be in 0..{vocab_size - 1} (vocab_size){'' if allow is None else f' or {allow}'}"
-                         f", got {ids[bad][0]} at position {tuple(int(p) for p in np.argwhere(bad)[0])}")
-    return ids.astype(np.int64)
-
-
-def _embeddings(inputs_embeds, n_embd):
-    x = np.asarray(inputs_embeds)
-    if not np.issubdtype(x.dtype, np.floating) or x.ndim != 3 or x.shape[2] != n_embd or x.shape[1] == 0:
-        raise ValueError(f"inputs_embeds must be float [batch, seq, n_embd={n_embd}], got "
-                         f"{x.dtype} {x.shape}")
-    return x.astype(np.float32)
-
-
-def _attention_mask(mask, b, s):
-    """mask [b, s] of 0/1 covering past + new tokens -> bool, or None."""
-    if mask is None:
-        return None
-    mask = np.asarray(mask)
-    if mask.shape != (b, s) and not (mask.ndim == 1 and b == 1 and mask.shape == (s,)):
-        raise ValueError(f"attention_mask must have shape {(b, s)} (batch, past + new tokens), "
-                         f"got {mask.shape}")
-    if not ((mask == 0) | (mask == 1)).all():
-        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
-    return mask.reshape(b, s).astype(bool)
-
-
-def _position_ids(position_ids, attention_mask, b, t, n_past, n_positions):
-    """[b, t] positions. Default: count the real tokens (cumsum(mask) - 1, so left padding works;
-    transformers' forward uses arange instead, which equals it for unpadded and right-padded rows)."""
-    if position_ids is None:
-        if attention_mask is None:
-            return np.broadcast_to(np.arange(n_past, n_past + t), (b, t))
-        return np.maximum(np.cumsum(attention_mask, axis=-1) - 1, 0)[:, n_past:]
-    position_ids = np.asarray(position_ids)
-    if not np.issubdtype(position_ids.dtype, np.integer) or position_ids.shape not in ((t,), (1, t), (b, t)):
-        raise ValueError(f"position_ids must be integers of shape {(b, t)}, got {position_ids.dtype} "
-                         f"{position_ids.shape}")
-    if ((position_ids < 0) | (position_ids >= n_positions)).any():
-        raise ValueError(f"position_ids must be in 0..{n_positions - 1} (n_positions)")
-    return np.broadcast_to(position_ids, (b, t))
-
-
-def _head_masks(head_mask, n_layer, n_head):
-    """None, [n_head] (every layer) or [n_layer, n_head] -> a list of n_layer ([n_head] or None)."""
-    if head_mask is None:
-        return [None] * n_layer
-    head_mask = np.asarray(head_mask, dtype=np.float32)
-    if head_mask.shape == (n_head,):
-        return [head_mask] * n_layer
-    if head_mask.shape == (n_layer, n_head):
-        return list(head_mask)
-    raise ValueError(f"head_mask must have shape ({n_head},) or ({n_layer}, {n_head}), got {head_mask.shape}")
 
 
 def _prepare_cache(past_key_values, use_cache, config, b):
