@@ -198,6 +198,23 @@ def test_offsets_match_tokenizers(hf_fast):
             assert got["offset_mapping"] == expected.offsets, repr(text)
 
 
+# Letters and digits added in Unicode 15 and 16 (Kawi, Nag Mundari, Gurung Khema, Kirat Rai, Ol Onal,
+# Sunuwar, Todhri, Tulu-Tigalari, Garay, Cyrillic modifiers): unknown to Python 3.11's unicodedata,
+# known to `regex`. benchmarks/scan_unicode_tables.py found no code point where `regex` disagrees
+# with tiktoken or tokenizers; these keep that decision pinned.
+RECENT_LETTERS = [0x11F04, 0x1E4D0, 0x16100, 0x16D40, 0x1E5D0, 0x11BC0, 0x105C0, 0x11380, 0x1E030]
+RECENT_DIGITS = [0x11F50, 0x10D40, 0x16130, 0x11BF0]
+
+
+def test_recent_unicode_letters_and_digits(tok, tiktoken_enc, hf_fast):
+    import regex
+    for code_point in RECENT_LETTERS + RECENT_DIGITS:
+        c = chr(code_point)
+        assert regex.match(r"\p{L}" if code_point in RECENT_LETTERS else r"\p{N}", c)
+        text = f"a{c}a 1{c}1 !{c}! {c}\n{c} {c}{c}"
+        assert tok.encode(text) == tiktoken_enc.encode_ordinary(text) == hf_fast.encode(text).ids, hex(code_point)
+
+
 # ----------------------------------------------------------------------------- the merge loop
 
 def test_every_vocabulary_entry_rebuilds_itself(tok):
