@@ -126,6 +126,17 @@ def fixture(name="tiny"):
     return folder, dict(np.load(folder / "reference.npz"))
 
 
+def fixture_weights(name="tiny"):
+    """(config, body weights as float32 with unprefixed names, reference arrays) of a fixture."""
+    from minigpt2.checkpoints import load_weights
+    from minigpt2.config import GPT2Config
+
+    folder, reference = fixture(name)
+    config = GPT2Config.from_pretrained(folder)
+    body, _ = load_weights(folder, config)
+    return config, {k: np.asarray(v, np.float32) for k, v in body.items()}, reference
+
+
 def reference_json(name):
     return json.loads((REFERENCES_DIR / name).read_text(encoding="utf-8"))
 
