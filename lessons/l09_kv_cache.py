@@ -1,0 +1,144 @@
+"""Lesson 09: the KV cache, so each new token costs one position, not the whole prefix.
+
+Generating token t+1 with lesson 08's forward recomputes all t positions again. But a position's
+key and value never change once computed (causal: nothing later flows back). So keep them:
+
+- prefill: run the prompt once, store every layer's k and v [b, h, t, d] in a preallocated
+  array [b, h, n_positions, d] at offset 0;
+- decode: feed only the new token (position = tokens so far), write its k, v at the offset,
+  attend over everything stored so far.
+
+The code is lesson 07/08's, with the changed lines marked `# NEW`. The cached logits must equal
+one full pass (up to float rounding), and transformers' own cached decode. Past n_positions there
+is no position embedding left: the cache refuses with a clear error.
+
+    python -m lessons.l09_kv_cache [--fast] [--model ...]
+"""
+
+import numpy as np
+
+from lessons import l07_attention as l07
+from lessons._common import check, check_true, fixture_weights, load_model, parse_args, run, title
+from lessons.l05_embeddings import embed
+from lessons.l06_layernorm_gelu import layer_norm
+from lessons.l08_forward import forward, mlp, model_weights
+
+
+class Cache:                                                            # NEW: the whole cache
+    def __init__(self, config, batch):
+        shape = (batch, config.n_head, config.n_positions, config.head_dim)
+        self.keys = [np.zeros(shape, np.float32) for _ in range(config.n_layer)]
+        self.values = [np.zeros(shape, np.float32) for _ in range(config.n_layer)]
+        self.length = 0                                                 # tokens stored so far
+
+    def append(self, layer, k, v):
+        """Write k, v [b, h, t, d] at offset `length`; return all keys, values so far."""
+        end = self.length + k.shape[2]
+        if end > self.keys[layer].shape[2]:
+            raise ValueError(f"cache full: {self.length} + {k.shape[2]} tokens > n_positions "
+                             f"{self.keys[layer].shape[2]}")
+        self.keys[layer][:, :, self.length:end], self.values[layer][:, :, self.length:end] = k, v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+def block_attention(x, weights, layer, config, cache):
+    w = lambda name: weights[f"h.{layer}.{name}"]                      # noqa: E731
+    h = layer_norm(x, w("ln_1.weight"), w("ln_1.bias"), config.layer_norm_epsilon)
+    qkv = h @ w("attn.c_attn.weight") + w("attn.c_attn.bias")
+    q, k, v = (l07.split_heads(a, config.n_head) for a in np.split(qkv, 3, axis=-1))
+    k, v = cache.append(layer, k, v)                                    # NEW: past + new keys [b, h, s, d]
+    t, s = q.shape[2], k.shape[2]
+    mask = l07.MASK(s)[s - t:]                                          # NEW: the last t rows of the [s, s] mask
+    scale = 1 / np.sqrt(config.head_dim) if config.scale_attn_weights else 1.0
+    if config.scale_attn_by_inverse_layer_idx:
+        scale /= layer + 1
+    probs = l07.attention_probs(q, k, mask, scale)                      # [b, h, t, s]
+    out = (probs @ v).transpose(0, 2, 1, 3).reshape(x.shape)
+    return out @ w("attn.c_proj.weight") + w("attn.c_proj.bias")
+
+
+def forward_cached(input_ids, weights, config, cache):
+    """ids [b, t] of *new* tokens -> logits [b, t, v]; reads and extends `cache`."""
+    n_past = cache.length                                               # NEW
+    if n_past + input_ids.shape[1] > config.n_positions:                # NEW: wpe has n_positions rows
+        raise ValueError(f"{n_past} cached + {input_ids.shape[1]} new tokens > n_positions {config.n_positions}")
+    positions = np.broadcast_to(np.arange(n_past, n_past + input_ids.shape[1]), input_ids.shape)  # NEW
+    x = embed(input_ids, positions, weights["wte.weight"], weights["wpe.weight"])
+    for layer in range(config.n_layer):
+        x = x + block_attention(x, weights, layer, config, cache)       # NEW: cache passed in
+        x = x + mlp(x, weights, layer, config)
+    cache.length += input_ids.shape[1]                                  # NEW: every layer wrote t more
+    x = layer_norm(x, weights["ln_f.weight"], weights["ln_f.bias"], config.layer_norm_epsilon)
+    return x @ weights["wte.weight"].T
+
+
+def prefill_then_decode(ids, weights, config, n_prefill):
+    """Prompt ids[:, :n_prefill] at once, then one token at a time: logits for every position."""
+    cache = Cache(config, ids.shape[0])
+    pieces = [forward_cached(ids[:, :n_prefill], weights, config, cache)]
+    for i in range(n_prefill, ids.shape[1]):
+        pieces.append(forward_cached(ids[:, i:i + 1], weights, config, cache))
+    return np.concatenate(pieces, axis=1), cache
+
+
+def main(argv=None):
+    args = parse_args(__doc__, argv)
+
+    title("the fixture: prefill 4 tokens, then decode 6 one at a time")
+    config, weights, ref = fixture_weights("tiny")
+    ids = ref["input_ids"]
+    cached, cache = prefill_then_decode(ids, weights, config, n_prefill=4)
+    _, full = forward(ids, weights, config)
+    print(f"cache keys per layer {cache.keys[0].shape} (preallocated), {cache.length} filled")
+    print(f"max |cached - full| = {np.abs(cached - full).max():.2e}")
+
+    title("the chosen model: greedy decoding, cached vs recomputing everything")
+    model, tok, description = load_model(args)
+    mw = model_weights(model)
+    prompt = np.array([tok.encode("The meaning of life is")])
+    n_new = 3 if args.fast else 8
+    cache = Cache(model.config, 1)
+    logits = forward_cached(prompt, mw, model.config, cache)
+    tokens = prompt
+    for _ in range(n_new):
+        next_id = logits[:, -1].argmax(-1)[:, None]                     # greedy
+        tokens = np.concatenate([tokens, next_id], axis=1)
+        logits = forward_cached(next_id, mw, model.config, cache)       # one position per step
+    print(f"{tok.decode(tokens[0])!r}")
+    _, full_m = forward(tokens, mw, model.config)
+    recomputed = np.concatenate([prompt, full_m[:, prompt.shape[1] - 1:-1].argmax(-1)], axis=1)
+
+    title("overflow: n_positions is the end")
+    small = Cache(config, 1)
+    try:
+        forward_cached(np.zeros((1, config.n_positions + 1), np.int64), weights, config, small)
+    except ValueError as error:
+        print(f"ours: ValueError: {error}")
+    from minigpt2.model import GPT2LMHeadModel
+    library = GPT2LMHeadModel(config, weights, backend="numpy")
+    out = library(ids[:, :1], use_cache=True)
+    try:
+        library(np.zeros((2, config.n_positions), np.int64), past_key_values=out.past_key_values, use_cache=True)
+        overflow_message = None
+    except ValueError as error:
+        overflow_message = str(error)
+    print(f"minigpt2: ValueError: {overflow_message}")
+
+    title("checks")
+    check("cached logits == one full pass (ours)", cached, full, tol=1e-5, relative=True)
+    check("cached logits == transformers' own cached decode (fixture logits_decode)", cached,
+          ref["logits_decode"], tol=1e-5, relative=True)
+    pieces, past = [], None
+    for i in range(ids.shape[1]):
+        step = library(ids[:, i:i + 1], past_key_values=past, use_cache=True)
+        pieces.append(step.logits)
+        past = step.past_key_values
+    check("cached logits == minigpt2 KVCache decode", cached, np.concatenate(pieces, 1), tol=1e-5, relative=True)
+    check("chosen model: cached greedy tokens == recomputed greedy tokens", tokens, recomputed, tol=0)
+    check_true("minigpt2 refuses to overflow n_positions with a clear ValueError",
+               overflow_message is not None and "n_positions" in overflow_message, repr(overflow_message))
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
