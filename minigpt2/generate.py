@@ -278,14 +278,17 @@ class GenerationStep:
 
 
 def _as_2d_int(name, array):
-    array = np.asarray(array)
+    try:
+        array = np.asarray(array)
+    except ValueError:
+        raise ValueError(f"{name}: rows of different lengths; pad them on the left and pass "
+                         "attention_mask (0 = padding)") from None
     if array.ndim == 1:
         array = array[None, :]
     if array.ndim != 2:
         raise ValueError(f"{name} must have shape [batch, seq], got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.mod(array, 1) == 0):
-            raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
+    if array.size and (array.dtype == bool or not np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
     return array.astype(np.int64)
 
 

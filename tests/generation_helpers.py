@@ -13,6 +13,7 @@ def noisy_hf_model(seed, vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positi
     """A random transformers GPT-2 with weights spread out (std 0.02 init gives near-ties)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
+    torch.set_num_threads(1)          # tiny models: threads only fight the other tests for cores
     torch.manual_seed(seed)
     config = transformers.GPT2Config(vocab_size=vocab_size, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
                                      n_positions=n_positions, bos_token_id=vocab_size - 1,
