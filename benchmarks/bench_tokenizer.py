@@ -6,7 +6,8 @@ Prints MB/s (UTF-8 bytes of text per second) and tokens/s for encode and decode,
 text in one call and line by line (split on "\\n", one call per line), single thread.
 "cold" = a freshly built tokenizer (empty caches; construction not timed); "warm" = the same
 tokenizer encoding the same text again. tiktoken has no cache; `tokenizers` has an internal one,
-so it gets both rows too. Best of --repeat runs. The machine is shared: compare ratios within a run.
+so it gets both rows too. Every round checks decode(encode(text)) == text.
+Best of --repeat interleaved rounds. The machine is shared: compare ratios within a run.
 """
 
 import argparse
@@ -23,15 +24,25 @@ from minigpt2.tokenizer_reference import tiktoken_gpt2, tokenizers_gpt2  # noqa:
 REPO = Path(__file__).resolve().parent.parent
 
 
-def best_time(run, make_state, repeat):
-    """Min over `repeat` runs of run(state); make_state() builds a fresh state, untimed."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        state = make_state()
-        start = time.perf_counter()
-        result = run(state)
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def timed(run, state):
+    start = time.perf_counter()
+    result = run(state)
+    return time.perf_counter() - start, result
+
+
+def measure(make, encode, decode, inputs):
+    """One round for one tokenizer: encode cold, encode warm, decode. Returns seconds and ids."""
+    def encode_all(tok):
+        return [encode(tok, s) for s in inputs]
+
+    cold, ids = timed(encode_all, make())        # fresh tokenizer: empty caches (build not timed)
+    tok = make()
+    encode_all(tok)                              # fill the caches
+    warm, _ = timed(encode_all, tok)
+    decode_seconds, decoded = timed(lambda t: [decode(t, i) for i in ids], tok)
+    if decoded != inputs:
+        raise SystemExit("round trip failed")
+    return {"encode cold": cold, "encode warm": warm, "decode": decode_seconds}, sum(map(len, ids))
 
 
 def main():
@@ -58,32 +69,25 @@ def main():
                        lambda tok, s: tok.encode(s).ids, lambda tok, ids: tok.decode(ids)),
     }
 
-    rows, reference_ids = [], None
-    for name, (make, encode, decode) in contenders.items():
+    # Rounds interleave the tokenizers, so that load from other users hits all of them alike;
+    # each cell is the best of --repeat rounds.
+    best, n_tokens = {}, {}
+    for _ in range(args.repeat):
         for mode, inputs in (("whole", [text]), ("lines", lines)):
-            def encode_all(tok):
-                return [encode(tok, s) for s in inputs]
+            for name, (make, encode, decode) in contenders.items():
+                seconds, n_tokens[mode] = measure(make, encode, decode, inputs)
+                for step, value in seconds.items():
+                    key = (name, mode, step)
+                    best[key] = min(best.get(key, float("inf")), value)
 
-            cold, ids = best_time(encode_all, make, args.repeat)
-            warm_tok = make()
-            encode_all(warm_tok)
-            warm, _ = best_time(encode_all, lambda: warm_tok, args.repeat)
-            decode_time, decoded = best_time(lambda tok: [decode(tok, i) for i in ids], lambda: warm_tok, args.repeat)
-            n_tokens = sum(map(len, ids))
-            if reference_ids is None or mode == "whole":
-                reference_ids = reference_ids or ids
-            exact = "yes" if decoded == inputs else "NO"
-            for label, seconds in (("encode cold", cold), ("encode warm", warm), ("decode", decode_time)):
-                rows.append((name, mode, label, n_bytes / seconds / 1e6, n_tokens / seconds / 1e6, seconds, exact))
-
-    print(f"text: {args.text} ({n_bytes / 1e6:.2f} MB, {len(lines)} lines); best of {args.repeat}; "
+    print(f"text: {args.text} ({n_bytes / 1e6:.2f} MB, {len(lines)} lines, {n_tokens['whole']} tokens); "
+          f"best of {args.repeat} interleaved rounds; load average {os.getloadavg()[0]:.1f}; "
           f"minigpt2 load {load_seconds * 1000:.0f} ms")
-    print(f"{'tokenizer':<11} {'input':<6} {'step':<12} {'MB/s':>7} {'Mtok/s':>7} {'seconds':>8} "
-          f"{'x tokenizers':>12} {'round trip':>10}")
-    baseline = {(mode, step): mbps for name, mode, step, mbps, *_ in rows if name == "tokenizers"}
-    for name, mode, step, mbps, mtoks, seconds, exact in rows:
-        print(f"{name:<11} {mode:<6} {step:<12} {mbps:7.2f} {mtoks:7.3f} {seconds:8.3f} "
-              f"{mbps / baseline[mode, step]:12.2f} {exact:>10}")
+    print(f"{'tokenizer':<11} {'input':<6} {'step':<12} {'MB/s':>7} {'Mtok/s':>7} {'seconds':>8} {'x tokenizers':>12}")
+    for (name, mode, step), seconds in best.items():
+        ratio = best["tokenizers", mode, step] / seconds
+        print(f"{name:<11} {mode:<6} {step:<12} {n_bytes / seconds / 1e6:7.2f} "
+              f"{n_tokens[mode] / seconds / 1e6:7.3f} {seconds:8.3f} {ratio:12.2f}")
 
 
 if __name__ == "__main__":

@@ -384,10 +384,8 @@ class GPT2Tokenizer:
 
     def decode_bytes(self, ids):
         """Ids -> the raw bytes they stand for (may end inside a UTF-8 character)."""
-        if hasattr(ids, "tolist"):
-            ids = ids.tolist()
-        if isinstance(ids, int):
-            ids = [ids]
+        if type(ids) is not list:
+            ids = _as_id_list(ids)
         try:
             return b"".join(map(self._id_to_bytes.__getitem__, ids))
         except (KeyError, TypeError):
@@ -396,13 +394,9 @@ class GPT2Tokenizer:
 
     def decode(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=False):
         """Ids -> text. Invalid UTF-8 becomes U+FFFD (errors="replace", as in the reference)."""
-        if hasattr(ids, "tolist"):
-            ids = ids.tolist()
-        if isinstance(ids, int):
-            ids = [ids]
         if skip_special_tokens:
             special_ids = set(self.special_tokens.values())
-            ids = [i for i in ids if i not in special_ids]
+            ids = [i for i in _as_id_list(ids) if i not in special_ids]
         text = self.decode_bytes(ids).decode("utf-8", errors="replace")
         return clean_up_spaces(text) if clean_up_tokenization_spaces else text
 
@@ -528,6 +522,13 @@ class GPT2Tokenizer:
     def explain(self, text, allowed_special="all"):
         """Show the work: pieces, their bytes, each merge applied, the ids. Returns an Explanation."""
         return explain(self, text, self._special_set(allowed_special, "allowed_special"))
+
+
+def _as_id_list(ids):
+    """A list of Python ints from a list, tuple, NumPy array or a single id."""
+    if hasattr(ids, "tolist"):       # NumPy array or scalar
+        ids = ids.tolist()
+    return [ids] if isinstance(ids, int) else list(ids)
 
 
 def clean_up_spaces(text):
