@@ -253,6 +253,9 @@ def _prepare_cache(past_key_values, use_cache, config, b):
     if past_key_values is None:
         return KVCache.for_config(config, b) if use_cache else None
     if not isinstance(past_key_values, KVCache):                # transformers' tuple of (key, value)
+        if not isinstance(past_key_values, (tuple, list)) or len(past_key_values) != config.n_layer:
+            raise ValueError(f"past_key_values must be a KVCache or {config.n_layer} (key, value) pairs, "
+                             f"got {type(past_key_values).__name__}")
         past_key_values = KVCache.from_legacy(past_key_values, config.n_positions)
     cache = past_key_values
     k = cache.keys[0]

@@ -48,6 +48,13 @@ def test_cache_of_another_batch(model):
         model([[1], [2]], past_key_values=cache)
 
 
+def test_past_key_values_of_the_wrong_kind(model):
+    with pytest.raises(ValueError, match="past_key_values must be a KVCache or 2"):
+        model([[1]], past_key_values=())
+    with pytest.raises(ValueError, match="past_key_values must be a KVCache"):
+        model([[1]], past_key_values="cache")
+
+
 def test_bad_backend():
     with pytest.raises(ValueError, match="backend must be 'numba' or 'numpy'"):
         GPT2LMHeadModel.from_pretrained(TINY, backend="torch")
