@@ -13,8 +13,9 @@ scale_attn_by_inverse_layer_idx (default False) also divides by layer_idx + 1.
 
 The mask: query i sees keys 0..i (causal), and never a padding key. Masked scores must get
 probability exactly 0. Adding -inf works until a row has *no* visible key (a padding query):
-then softmax is 0/0 = NaN, and a NaN in one row can poison real rows later; minigpt2 excludes
-masked keys and gives such rows all-zero probabilities.
+then softmax is 0/0 = NaN, and a NaN in one row can poison real rows later (0 x NaN = NaN).
+So `attention_probs` (like minigpt2.ops.attention) excludes masked keys, and such a row gets
+all-zero probabilities.
 
     python -m lessons.l07_attention [--fast] [--figures DIR] [--model ...]
 """
@@ -35,12 +36,15 @@ MASK = causal_mask      # the mask the checks use; a test swaps in a wrong one t
 
 
 def attention_probs(q, k, mask, scale):
-    """q, k [b, h, t, d], mask [.., t, s] bool -> probs [b, h, t, s]. The piece this lesson teaches."""
+    """q, k [b, h, t, d], mask [.., t, s] bool -> probs [b, h, t, s]. The piece this lesson teaches.
+
+    Masked keys are excluded, so a row with no visible key (a padding query) gets zeros, not NaN."""
     scores = q @ k.swapaxes(-1, -2) * scale                            # [b, h, t, s]
-    scores = np.where(mask, scores, -np.inf)                           # masked keys: exp(-inf) = 0
-    scores = scores - scores.max(axis=-1, keepdims=True)               # no overflow in exp
-    e = np.exp(scores)
-    return e / e.sum(axis=-1, keepdims=True)
+    row_max = np.where(mask, scores, -np.inf).max(axis=-1, keepdims=True)
+    row_max = np.where(np.isfinite(row_max), row_max, 0)               # rows with nothing visible
+    e = np.where(mask, np.exp(np.where(mask, scores - row_max, 0)), 0)  # masked keys: exactly 0
+    total = e.sum(axis=-1, keepdims=True)
+    return e / np.where(total > 0, total, 1)                           # each visible row sums to 1
 
 
 def split_heads(a, n_head):
@@ -48,16 +52,19 @@ def split_heads(a, n_head):
     return a.reshape(b, t, n_head, c // n_head).transpose(0, 2, 1, 3)   # [b, t, c] -> [b, h, t, d]
 
 
-def block_attention(x, weights, layer, config):
-    """The attention half of block `layer` on its input x [b, t, c] -> (probs, output [b, t, c])."""
+def block_attention(x, weights, layer, config, mask=None):
+    """The attention half of block `layer` on its input x [b, t, c] -> (probs, output [b, t, c]).
+
+    mask [b, t, t] bool (True = may attend) defaults to MASK(t), the causal mask (lesson 12 adds padding)."""
     w = lambda name: weights[f"h.{layer}.{name}"]                      # noqa: E731
     h = layer_norm(x, w("ln_1.weight"), w("ln_1.bias"), config.layer_norm_epsilon)
     qkv = h @ w("attn.c_attn.weight") + w("attn.c_attn.bias")          # [b, t, c] -> [b, t, 3c]
     q, k, v = (split_heads(a, config.n_head) for a in np.split(qkv, 3, axis=-1))
-    scale = 1 / np.sqrt(config.head_dim) if config.scale_attn_weights else 1.0
+    scale = config.head_dim ** -0.5 if config.scale_attn_weights else 1.0
     if config.scale_attn_by_inverse_layer_idx:
         scale /= layer + 1
-    probs = attention_probs(q, k, MASK(x.shape[1]), scale)             # [b, h, t, t]
+    mask = MASK(x.shape[1]) if mask is None else mask[:, None]         # [t, t] or [b, 1, t, t]
+    probs = attention_probs(q, k, mask, scale)                         # [b, h, t, t]
     out = (probs @ v).transpose(0, 2, 1, 3).reshape(x.shape)            # [b, h, t, d] -> [b, t, c]
     return probs, out @ w("attn.c_proj.weight") + w("attn.c_proj.bias")
 
@@ -81,7 +88,8 @@ def main(argv=None):
         with np.errstate(invalid="ignore"):
             print(f"  fill {name:20s}: 2 of 3 keys visible {np.round(softmax(np.where(some, row, fill)), 3)}"
                   f";  none visible {np.round(softmax(np.where(none, row, fill)), 3)}")
-    print("  minigpt2.ops.attention excludes masked keys: a row with none visible gets zeros, no NaN")
+    empty = attention_probs(np.ones((1, 1, 1, 2)), np.ones((1, 1, 3, 2)), np.zeros((1, 3), bool), 1.0)
+    print(f"  attention_probs excludes masked keys: none visible -> {empty[0, 0, 0]} (no NaN)")
 
     title("the chosen model's attention maps")
     model, tok, description = load_model(args)
@@ -123,6 +131,7 @@ def main(argv=None):
     p = attention_probs(num["q"], num["k"], num["mask"][:, None], 1 / np.sqrt(num["q"].shape[-1]))
     check("causal + padding mask: probs == torch softmax(masked_fill(-inf))", p, num["attn_probs"], tol=1e-5)
     check("probs @ v == torch scaled_dot_product_attention", p @ num["v"], num["attn_out"], tol=1e-5)
+    check("a query with no visible key gets all-zero probabilities, not NaN", empty, np.zeros((1, 1, 1, 3)), tol=0)
     from minigpt2 import ops
     lib_out, lib_probs = ops.attention(num["q"], num["k"], num["v"], num["mask"], 1 / np.sqrt(8),
                                        output_attentions=True)
