@@ -490,3 +490,54 @@ def test_model_left_padded_batch_equals_single_rows(saved_hf_model):
         got = batch[row, width - len(prompt):]
         np.testing.assert_array_equal(got[: expected.shape[1]], expected[0])
         assert np.all(got[expected.shape[1]:] == 0)
+
+
+# ---------------------------------------------------------------- the committed fixture (no torch needed)
+# tests/fixtures/make_generation_fixtures.py wrote a small random model and transformers' outputs.
+
+
+@pytest.fixture(scope="module")
+def generation_fixture():
+    from conftest import FIXTURES_DIR
+    folder = FIXTURES_DIR / "generation"
+    return folder, dict(np.load(folder / "reference.npz"))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_fixture_greedy_equals_transformers(generation_fixture, backend):
+    from minigpt2 import GPT2LMHeadModel
+    folder, ref = generation_fixture
+    model = GPT2LMHeadModel.from_pretrained(folder, backend=backend)
+    for name, penalty in (("greedy", 1.0), ("greedy_penalty", 1.3)):
+        assert ref[name + "_margin"] > 1e-3                 # the reference was not decided by a near-tie
+        ours = model.generate([ref["prompt"]], max_new_tokens=48, min_new_tokens=48,
+                              repetition_penalty=penalty, eos_token_id=95)
+        np.testing.assert_array_equal(ours[0], ref[name])
+
+
+def test_fixture_left_padded_batch_equals_transformers_rows(generation_fixture):
+    from minigpt2 import GPT2LMHeadModel
+    folder, ref = generation_fixture
+    model = GPT2LMHeadModel.from_pretrained(folder)
+    prompts = [ref[f"batch_prompt_{i}"].tolist() for i in range(3)]
+    width = max(map(len, prompts))
+    ids = np.array([[0] * (width - len(p)) + p for p in prompts])
+    mask = (np.arange(width)[None, :] >= width - np.array([len(p) for p in prompts])[:, None]).astype(int)
+    batch = model.generate(ids, attention_mask=mask, max_new_tokens=40, repetition_penalty=1.2,
+                           eos_token_id=95, pad_token_id=0)
+    for row, prompt in enumerate(prompts):
+        expected = ref[f"batch_alone_{row}"]
+        assert ref[f"batch_margin_{row}"] > 1e-3
+        got = batch[row, width - len(prompt):]
+        np.testing.assert_array_equal(got[: expected.size], expected)
+        assert np.all(got[expected.size:] == 0)
+
+
+def test_fixture_processors_equal_transformers(generation_fixture):
+    _, ref = generation_fixture
+    scores, ids = ref["scores"], ref["score_ids"]
+    for ours, theirs in ((apply_top_k(scores, 7), ref["top_k_7"]), (apply_top_p(scores, 0.9), ref["top_p_0.9"])):
+        np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
+        np.testing.assert_array_equal(ours[np.isfinite(ours)], theirs[np.isfinite(theirs)])
+    np.testing.assert_allclose(apply_temperature(scores, 0.7), ref["temperature_0.7"], rtol=1e-6)
+    np.testing.assert_array_equal(apply_repetition_penalty(scores, ids, 1.3), ref["penalty_1.3"])

@@ -79,3 +79,30 @@ def test_scoring_errors():
         score(model, [1, 2, 3], stride=0)
     with pytest.raises(ValueError, match="one text"):
         score(model, [[1, 2], [3, 4]])
+
+
+# ---------------------------------------------------------------- the committed fixture (no torch needed)
+
+
+@pytest.fixture(scope="module")
+def fixture_model_and_reference():
+    from conftest import FIXTURES_DIR
+    from minigpt2 import GPT2LMHeadModel
+    folder = FIXTURES_DIR / "generation"
+    return GPT2LMHeadModel.from_pretrained(folder), dict(np.load(folder / "reference.npz"))
+
+
+def test_fixture_perplexity_is_exp_of_transformers_loss(fixture_model_and_reference):
+    model, ref = fixture_model_and_reference
+    result = score(model, ref["text"])
+    np.testing.assert_allclose(result.mean_nll, ref["text_loss"], rtol=1e-5)
+    np.testing.assert_allclose(result.perplexity, np.exp(ref["text_loss"]), rtol=1e-5)
+
+
+def test_fixture_sliding_window_equals_transformers_windows(fixture_model_and_reference):
+    model, ref = fixture_model_and_reference
+    result = score(model, ref["text"], max_length=32, stride=12)
+    losses, counts = ref["window_losses"], ref["window_counts"]
+    assert result.n_windows == len(losses) and result.logprobs.size == counts.sum() == ref["text"].size - 1
+    expected_mean = np.sum(losses * counts) / counts.sum()
+    np.testing.assert_allclose(result.mean_nll, expected_mean, rtol=1e-5)
