@@ -212,7 +212,15 @@ class GPT2LMHeadModel:
 
     def __call__(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                  position_ids=None, head_mask=None, inputs_embeds=None, labels=None, use_cache=False,
-                 output_attentions=False, output_hidden_states=False, trace=None):
+                 output_attentions=False, output_hidden_states=False, trace=None, logits_to_keep=0):
+        """As GPT2Model, plus `labels` (the loss) and `logits_to_keep` (as transformers 5: compute
+        the logits of only the last `logits_to_keep` positions, 0 = all; a prompt that only
+        needs its next token skips most of the [t, c] @ [c, v] LM head)."""
+        if not isinstance(logits_to_keep, (int, np.integer)) or logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be an int >= 0, got {logits_to_keep!r}")
+        if logits_to_keep and labels is not None:
+            raise ValueError("logits_to_keep needs every position's logits to compute the loss "
+                             "from labels: pass one or the other")
         out = self.transformer(input_ids=input_ids, past_key_values=past_key_values,
                                attention_mask=attention_mask, token_type_ids=token_type_ids,
                                position_ids=position_ids, head_mask=head_mask,
@@ -220,6 +228,8 @@ class GPT2LMHeadModel:
                                output_attentions=output_attentions,
                                output_hidden_states=output_hidden_states, trace=trace)
         h = out.last_hidden_state                                               # [b, t, c]
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]                                          # [b, keep, c]
         logits = self.transformer.ops.linear(h, self.lm_head.T, None)         # [b, t, c] @ [c, v] -> [b, t, v]
         if trace is not None:
             trace["logits"] = logits
