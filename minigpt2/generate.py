@@ -48,9 +48,11 @@ def apply_repetition_penalty(scores, input_ids, penalty, attention_mask=None):
     if penalty == 1.0:
         return scores
     input_ids = np.asarray(input_ids)
+    if attention_mask is not None:
+        attention_mask = np.asarray(attention_mask)
     out = scores.copy()
     for row in range(scores.shape[0]):
-        ids = input_ids[row] if attention_mask is None else input_ids[row][np.asarray(attention_mask)[row] != 0]
+        ids = input_ids[row] if attention_mask is None else input_ids[row][attention_mask[row] != 0]
         seen = np.unique(ids[(ids >= 0) & (ids < scores.shape[1])])   # ids past the vocab cannot be generated
         values = out[row, seen]
         out[row, seen] = np.where(values < 0, values * penalty, values / penalty)
@@ -330,7 +332,8 @@ def iter_generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_
         attention_mask = np.ones_like(input_ids)
     attention_mask = _as_2d_int("attention_mask", attention_mask)
     if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask has shape {attention_mask.shape}, input_ids {input_ids.shape}: they must match")
+        raise ValueError(f"attention_mask has shape {attention_mask.shape}, input_ids {input_ids.shape}: "
+                         "they must match")
     if not np.all(attention_mask[:, -1] == 1) or np.any(np.diff(attention_mask, axis=-1) < 0):
         raise ValueError("attention_mask: generation needs left padding (zeros first, then ones, "
                          "last column all ones); pad prompts on the left")
@@ -348,7 +351,7 @@ def iter_generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_
         raise ValueError(
             f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) > n_positions "
             f"({n_positions}), the model's context: shorten the prompt or max_new_tokens, or pass "
-            f"crop=True to keep only the last {n_positions} tokens")
+            f"crop=True (--crop) to keep going on the last {n_positions} tokens")
     stop = [stop] if isinstance(stop, str) else list(stop or [])
     if stop and tokenizer is None:
         raise ValueError("stop strings need tokenizer= to turn tokens into text")

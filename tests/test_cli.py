@@ -140,3 +140,14 @@ def test_help_has_examples(capsys):
         with pytest.raises(SystemExit):
             cli.main([command, "--help"])
         assert "examples:" in capsys.readouterr().out
+
+
+def test_default_model_offline_runs_the_real_bundled_demo(capsys, monkeypatch, tmp_path):
+    if cli.FALLBACK_MODEL not in hub.bundled_models():
+        pytest.skip(f"the demo model {cli.FALLBACK_MODEL!r} is not bundled yet")
+    monkeypatch.setenv("MINIGPT2_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = run_cli(capsys, "generate", "ROMEO:", "--max-new-tokens", 8, "--seed", 0)
+    assert code == 0 and out.startswith("ROMEO:")
+    assert sum("demo model" in line for line in err.splitlines()) == 1
