@@ -287,8 +287,9 @@ class GPT2Tokenizer:
         return list(chain.from_iterable(map(self._encode_chunk, self._chunk_boundary.split(text))))
 
     def encode(self, text, *, allowed_special="all", disallowed_special=(), add_special_tokens=True,
-               truncation=False, max_length=None):
-        """Text -> list of ids. See the class docstring for the special-token policy.
+               truncation=False, max_length=None, return_tensors=None):
+        """Text -> list of ids (int64 array [1, seq] with return_tensors="np"). See the class
+        docstring for the special-token policy.
 
         allowed_special: "all" (default, like transformers) or a set of special token strings to
             turn into their ids; every other occurrence is encoded as ordinary text.
@@ -308,6 +309,10 @@ class GPT2Tokenizer:
             ids = self.encode_ordinary(text)   # the common case, kept short: one call per line matters
         if truncation or max_length is not None:
             ids = self._truncate(ids, max_length if max_length is not None else self.model_max_length)
+        if return_tensors is not None:
+            return pad_and_stack(self, [ids], None, single=False, padding=False, max_length=None,
+                                 pad_to_multiple_of=None, return_tensors=return_tensors,
+                                 return_attention_mask=False)["input_ids"]
         return ids
 
     def _refuse_disallowed(self, text, disallowed_special, allowed):

@@ -303,6 +303,7 @@ def test_call_single_and_batch_without_padding(tok):
     enc = tok(["Hello world", "Hi"])
     assert enc["input_ids"] == [[15496, 995], [17250]]
     assert tok("Hello world", return_tensors="np")["input_ids"].shape == (1, 2)
+    assert tok.encode("Hello world", return_tensors="np").tolist() == [[15496, 995]]
     with pytest.raises(ValueError, match="padding=True"):
         tok(["Hello world", "Hi"], return_tensors="np")
     with pytest.raises(ValueError, match="return_tensors"):
