@@ -146,10 +146,14 @@ class Reference:
         """Raise ValueError unless the arrays have the shapes the config and the input ids imply."""
         from .config import GPT2Config
 
-        cfg = GPT2Config(**self.config)
+        try:
+            cfg = GPT2Config(**self.config)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{origin}: config_json is not a GPT-2 config ({error})") from None
         ids = np.asarray(self.input_ids)
         if ids.ndim != 2 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"{origin}: input_ids must be integers [batch, seq], got {ids.dtype} {ids.shape}")
+            raise ValueError(f"{origin}: input_ids must be integers [batch, seq], got {ids.dtype} "
+                             f"{ids.shape}")
         b, t = ids.shape
         expected = {"hidden_states": (cfg.n_layer + 1, b, t, cfg.n_embd),
                     "logits": (b, t, cfg.vocab_size)}
@@ -207,7 +211,8 @@ def reference_from_transformers(folder, input_ids, traces=True):
         if progress_bar:
             transformers.utils.logging.enable_progress_bar()
     if ids.min() < 0 or ids.max() >= model.config.vocab_size:
-        raise ValueError(f"input_ids must be in 0..{model.config.vocab_size - 1} (vocab_size of {folder})")
+        raise ValueError(f"input_ids must be in 0..{model.config.vocab_size - 1} "
+                         f"(vocab_size of {folder})")
     captured, handles = {}, []
 
     def keep(name, index=None):
@@ -345,12 +350,12 @@ class VerifyReport:
         lines.append("")
         lines.append(f"{'place':<{width}}  {'shape':<{shape_width}}  {'max abs diff':>12}  "
                      f"{'max rel diff':>12}  {'cosine sim':>12}")
-        previous_layer = None
+        previous_group = None
         for p in self.places:
-            layer = p.name.split(".")[1] if p.name.startswith("h.") else {"embed": "embed"}.get(p.name, "head")
-            if previous_layer is not None and layer != previous_layer:
+            group = "head" if p.name in ("ln_f", "logits") else _layer_of(p.name)
+            if previous_group is not None and group != previous_group:
                 lines.append("")                       # a blank line between layers
-            previous_layer = layer
+            previous_group = group
             lines.append(f"{p.name:<{width}}  {str(list(p.shape)):<{shape_width}}  {p.max_abs:>12.3e}  "
                          f"{p.max_rel:>12.3e}  {p.cosine:>12.9f}  {'ok' if p.ok else 'OVER'}")
         lines.append("")
@@ -361,26 +366,27 @@ class VerifyReport:
                          f"{max(self.places, key=lambda p: p.max_rel).name})")
         else:
             lines.append(f"first place over tolerance: {first.name} (max rel diff {first.max_rel:.2e})")
-            lines.append(f"last place still fine:      {fine.name if fine else '(none: the first place differs)'}")
+            lines.append("last place still fine:      "
+                         + (fine.name if fine else "(none: the first place differs)"))
         lines.append(f"next-token predictions over {self.n_positions} positions: top-1 agree "
                      f"{100 * self.top1:.1f}%, top-{TOP_K} sets agree {100 * self.top5:.1f}%")
         lines.append("PASS" if self.passed else "FAIL")
         return "\n".join(lines)
 
     def plot(self, path):
-        """Save the relative error of every place (log scale) to ``path`` (a .png)."""
-        import matplotlib
-        matplotlib.use("Agg")           # files only, no display needed
-        import matplotlib.pyplot as plt
+        """Save the relative error of every place to ``path`` (a .png): log scale, one colour per
+        kind of sub-step, the tolerance as a dashed line. An exact 0 is drawn at the bottom."""
+        from matplotlib.figure import Figure     # no pyplot: no display and no global backend needed
 
         errors = np.array([p.max_rel for p in self.places], dtype=np.float64)
         finite = errors[np.isfinite(errors) & (errors > 0)]
         floor = min(finite.min() if finite.size else self.tolerance, self.tolerance) / 10
         ceiling = max(finite.max() if finite.size else self.tolerance, self.tolerance) * 10
         shown = np.clip(np.nan_to_num(errors, nan=ceiling, posinf=ceiling), floor, ceiling)  # log axis: no 0
-        steps = [p.name.rsplit(".", 1)[-1] if p.name.startswith("h.") else p.name for p in self.places]
+        steps = [p.name.rsplit(".", 1)[-1] for p in self.places]     # ln_1, attn, ..., embed, ln_f, logits
         x = np.arange(len(self.places))
-        fig, ax = plt.subplots(figsize=(max(6.0, min(16.0, 0.12 * len(x) + 4)), 4.5))
+        fig = Figure(figsize=(max(6.0, min(16.0, 0.12 * len(x) + 4)), 4.5))
+        ax = fig.subplots()
         ax.plot(x, shown, color="0.7", linewidth=1, zorder=1)
         for step in dict.fromkeys(steps):                 # one colour per kind of sub-step
             at = [i for i, s in enumerate(steps) if s == step]
@@ -392,20 +398,23 @@ class VerifyReport:
             ax.axvline(at, color="red", linewidth=0.8, alpha=0.6)
             ax.annotate(f"first over: {first.name}", (at, shown[at]), textcoords="offset points",
                         xytext=(5, 5), color="red", fontsize=8)
-        ticks = [i for i, p in enumerate(self.places) if not p.name.startswith("h.") or p.name.endswith(".ln_1")
-                 or (not self.has_traces and p.name.endswith(".out"))]
-        every = max(1, len(ticks) // 30)                  # at most ~30 labels
-        ticks = ticks[::every]
+        block_start = ".ln_1" if self.has_traces else ".out"    # one label per block
+        ticks = [i for i, p in enumerate(self.places)
+                 if not p.name.startswith("h.") or p.name.endswith(block_start)]
+        ticks = ticks[::max(1, len(ticks) // 30)]           # at most ~30 labels
         ax.set_xticks(ticks)
-        ax.set_xticklabels([self.places[i].name.rsplit(".", 1)[0] if self.places[i].name.startswith("h.")
-                            else self.places[i].name for i in ticks], rotation=90, fontsize=7)
+        ax.set_xticklabels([_layer_of(self.places[i].name) for i in ticks], rotation=90, fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel("max|ours - ref| / max|ref|")
         ax.set_title(f"{'PASS' if self.passed else 'FAIL'}: {self.ours}\nvs {self.reference}", fontsize=8)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        plt.close(fig)
+
+
+def _layer_of(name):
+    """'h.3.mlp' -> 'h.3'; embed, ln_f and logits stand alone."""
+    return name.rsplit(".", 1)[0] if name.startswith("h.") else name
 
 
 def model_places(model, input_ids):

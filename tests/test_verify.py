@@ -57,10 +57,10 @@ def test_trace_has_every_place_in_forward_order(backend):
     assert trace["logits"] is out.logits
     # the two residuals, by hand
     for i in range(3):
-        np.testing.assert_allclose(trace[f"h.{i}.resid_1"],
-                                   (trace["embed"] if i == 0 else trace[f"h.{i - 1}.out"]) + trace[f"h.{i}.attn"],
+        block_input = trace["embed"] if i == 0 else trace[f"h.{i - 1}.out"]
+        np.testing.assert_allclose(trace[f"h.{i}.resid_1"], block_input + trace[f"h.{i}.attn"], rtol=1e-6)
+        np.testing.assert_allclose(trace[f"h.{i}.out"], trace[f"h.{i}.resid_1"] + trace[f"h.{i}.mlp"],
                                    rtol=1e-6)
-        np.testing.assert_allclose(trace[f"h.{i}.out"], trace[f"h.{i}.resid_1"] + trace[f"h.{i}.mlp"], rtol=1e-6)
 
 
 # ---- the comparison against the committed reference (no torch) -----------------------------
@@ -255,14 +255,15 @@ def hf_folder(tmp_path_factory):
     from hf_reference import build_hf_model
 
     folder = tmp_path_factory.mktemp("hf") / "model"
-    build_hf_model(dict(vocab_size=128, n_positions=32, n_embd=32, n_head=4, n_layer=3), seed=3).save_pretrained(folder)
+    spec = dict(vocab_size=128, n_positions=32, n_embd=32, n_head=4, n_layer=3)
+    build_hf_model(spec, seed=3).save_pretrained(folder)
     return folder
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_live_transformers_passes(hf_folder, backend):
-    report = verify.compare(hf_folder, "transformers", input_ids=[[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2, 8, 1, 8]],
-                            backend=backend)
+    ids = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2, 8, 1, 8]]
+    report = verify.compare(hf_folder, "transformers", input_ids=ids, backend=backend)
     assert report.passed, str(report)
     assert report.n_positions == 16 and report.top1 == 1.0 and report.top5 == 1.0
     assert "transformers" in report.reference
@@ -283,7 +284,8 @@ def test_live_changed_copy_fails_at_block_2_mlp(hf_folder, tmp_path):
 
 def test_saved_reference_round_trips(hf_folder, tmp_path, monkeypatch, capsys):
     path = tmp_path / "ref.npz"
-    assert main(["verify", "--model", str(hf_folder), "--ids", "5", "6", "7", "8", "--save-reference", str(path)]) == 0
+    assert main(["verify", "--model", str(hf_folder), "--ids", "5", "6", "7", "8",
+                 "--save-reference", str(path)]) == 0
     assert f"wrote {path}" in capsys.readouterr().out
     reference = verify.Reference.load(path)
     live = verify.reference_from_transformers(hf_folder, [[5, 6, 7, 8]])
@@ -309,7 +311,8 @@ def test_cli_text_against_transformers(tmp_path, capsys):
     from hf_reference import build_hf_model
 
     folder = tmp_path / "full_vocab"
-    build_hf_model(dict(vocab_size=50257, n_positions=16, n_embd=8, n_head=2, n_layer=1), seed=4).save_pretrained(folder)
+    spec = dict(vocab_size=50257, n_positions=16, n_embd=8, n_head=2, n_layer=1)
+    build_hf_model(spec, seed=4).save_pretrained(folder)
     path = tmp_path / "ref.npz"
     assert main(["verify", "--model", str(folder), "--text", "Hello world", "--against", "transformers",
                  "--save-reference", str(path)]) == 0
