@@ -412,6 +412,15 @@ class VerifyReport:
         fig.savefig(path, dpi=120)
 
 
+def _model_folder(name_or_folder):
+    """A folder as it is; a model name through minigpt2.hub (the local cache, else a download)."""
+    if os.path.isdir(os.fspath(name_or_folder)):
+        return os.fspath(name_or_folder)
+    from .hub import resolve_model_folder
+
+    return resolve_model_folder(os.fspath(name_or_folder))
+
+
 def _layer_of(name):
     """'h.3.mlp' -> 'h.3'; embed, ln_f and logits stand alone."""
     return name.rsplit(".", 1)[0] if name.startswith("h.") else name
@@ -456,13 +465,13 @@ def compare(model, reference, input_ids=None, tolerance=DEFAULT_TOLERANCE, backe
     input_ids [b, t]: required with "transformers"; with a saved reference they are optional and
     must be the reference's own.
     """
-    from .model import GPT2LMHeadModel, _resolve_folder
+    from .model import GPT2LMHeadModel
 
     if not tolerance > 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")
     folder = None
     if not isinstance(model, GPT2LMHeadModel):
-        folder = _resolve_folder(model, cache_dir=None, local_files_only=False)
+        folder = _model_folder(model)
         model = GPT2LMHeadModel.from_pretrained(folder, backend=backend)
     origin = "the reference"
     if isinstance(reference, str) and reference == "transformers":
