@@ -379,8 +379,10 @@ def iter_generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_
             fed_ids, fed_mask = ids[:, -n_positions:], mask[:, -n_positions:]
             fed_positions = _positions(fed_mask)
             cache = None
+        # logits_to_keep=1: only the last position's logits are needed (saves a
+        # [rows, prompt, vocab] matmul at prefill)
         output = model(input_ids=fed_ids, attention_mask=fed_mask, position_ids=fed_positions,
-                       past_key_values=cache, use_cache=True)
+                       past_key_values=cache, use_cache=True, logits_to_keep=1)
         cache = output.past_key_values
         scores = np.array(output.logits[:, -1, :], dtype=np.float32)      # [rows, vocab], a copy
         scores = process_logits(

@@ -34,14 +34,14 @@ class TorchForward:
         self.calls = []
 
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                 use_cache=False):
+                 use_cache=False, logits_to_keep=0):
         import torch
         self.calls.append(input_ids.shape)
         tensor = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))
         with torch.no_grad():
             out = self.hf_model(input_ids=tensor(input_ids), attention_mask=tensor(attention_mask),
                                 position_ids=tensor(position_ids), past_key_values=past_key_values,
-                                use_cache=use_cache)
+                                use_cache=use_cache, logits_to_keep=logits_to_keep)
         return type("Out", (), {"logits": out.logits.numpy(), "past_key_values": out.past_key_values})()
 
 
