@@ -263,6 +263,19 @@ def reference_from_transformers(folder, input_ids, traces=True):
     return reference
 
 
+def reference_from_model(model, input_ids):
+    """A Reference from one of our own models (e.g. the numpy backend, to check the numba one)."""
+    ids = np.asarray(input_ids)
+    ids = ids[None, :] if ids.ndim == 1 else ids
+    trace = {}
+    out = model(ids, output_hidden_states=True, trace=trace)
+    config = model.config.to_dict()
+    return Reference(input_ids=ids.astype(np.int64), config=config,
+                     hidden_states=np.stack(out.hidden_states), logits=out.logits,
+                     traces={name: trace[name] for name in place_names(model.config.n_layer)},
+                     source=f"minigpt2 ({model.backend} backend)")
+
+
 # ---- the comparison --------------------------------------------------------------------------
 
 @dataclass

@@ -318,3 +318,12 @@ def test_cli_text_against_transformers(tmp_path, capsys):
                  "--save-reference", str(path)]) == 0
     assert "PASS" in capsys.readouterr().out
     assert verify.Reference.load(path).input_ids.tolist() == [[15496, 995]]
+
+
+def test_numba_backend_against_numpy_backend():
+    """Our own model as the reference: where would a kernel part from the plain NumPy ops?"""
+    numpy_model = GPT2LMHeadModel.from_pretrained(MODEL, backend="numpy")
+    reference = verify.reference_from_model(numpy_model, [[1, 2, 3, 4, 5]])
+    assert reference.source == "minigpt2 (numpy backend)"
+    report = verify.compare(MODEL, reference, backend="numba")
+    assert report.passed and len(report.places) == len(verify.place_names(3))
