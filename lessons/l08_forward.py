@@ -90,7 +90,7 @@ def main(argv=None):
     if path:
         trace = {}
         model(ids, trace=trace)
-        keys = [k for k in trace if k.endswith(".resid_1") or k.endswith(".out")]
+        keys = ["embed"] + [k for k in trace if k.endswith(".resid_1") or k.endswith(".out")]
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.plot([np.abs(trace[k]).max() for k in keys], "o-", label="max |x|")

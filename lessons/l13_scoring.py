@@ -34,7 +34,7 @@ def main(argv=None):
     title("the chosen model on a few lines of Shakespeare")
     model, tok, description = load_model(args)
     text = (REPO_ROOT / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[-2000:]
-    ids = np.array([tok.encode(text)[: 48 if args.fast else 256]])
+    ids = np.array([tok.encode(text)[: min(48 if args.fast else 256, model.config.n_positions)]])
     _, logits = forward(ids, model_weights(model), model.config)
     loss = lm_loss(logits, ids)
     surprise = -log_softmax(logits[0, :-1].astype(np.float64))[np.arange(ids.shape[1] - 1), ids[0, 1:]]
