@@ -54,6 +54,7 @@ REFERENCE_FORMAT_VERSION = 1
 DEFAULT_TOLERANCE = 1e-4     # float32 end to end agrees to ~1e-6; a real bug is off by 1e-3 or more
 BLOCK_STEPS = ("ln_1", "attn", "resid_1", "ln_2", "mlp", "out")
 TOP_K = 5
+CHUNK_ELEMENTS = 2**22       # diff_place works on this many elements at a time (32 MB of float64)
 # The config fields that change what the forward pass computes; the others (dropout, token ids,
 # heads' settings) cannot make the numbers differ.
 ARCHITECTURE_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "inner_dim",
@@ -290,17 +291,28 @@ class PlaceDiff:
 
 
 def diff_place(name, ours, ref, tolerance):
-    """Compare one place (float64 arithmetic, so the measure adds no rounding of its own)."""
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    """Compare one place in float64, so the measure adds no rounding of its own. Large arrays (the
+    logits of a long text) go in chunks of rows, so float64 copies never cost more than ~32 MB."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
     if ours.shape != ref.shape:
         raise ValueError(f"{name}: ours has shape {ours.shape}, the reference {ref.shape}")
-    if not (np.isfinite(ours).all() and np.isfinite(ref).all()):
-        return PlaceDiff(name, ref.shape, math.inf, math.inf, math.nan, False)
-    max_abs = float(np.abs(ours - ref).max())
-    scale = float(np.abs(ref).max())
+    rows_ours = ours.reshape(-1, ours.shape[-1]) if ours.ndim else ours.reshape(1, 1)   # [n, last]
+    rows_ref = ref.reshape(rows_ours.shape)
+    step = max(1, CHUNK_ELEMENTS // rows_ours.shape[1])
+    max_abs = scale = dot = sum_sq_ours = sum_sq_ref = 0.0
+    for start in range(0, rows_ours.shape[0], step):
+        o = rows_ours[start:start + step].astype(np.float64)
+        r = rows_ref[start:start + step].astype(np.float64)
+        if not (np.isfinite(o).all() and np.isfinite(r).all()):
+            return PlaceDiff(name, ref.shape, math.inf, math.inf, math.nan, False)
+        max_abs = max(max_abs, float(np.abs(o - r).max()))
+        scale = max(scale, float(np.abs(r).max()))
+        dot += float(np.vdot(o, r))
+        sum_sq_ours += float(np.vdot(o, o))
+        sum_sq_ref += float(np.vdot(r, r))
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
-    norms = float(np.linalg.norm(ours) * np.linalg.norm(ref))
-    cosine = float(np.dot(ours.ravel(), ref.ravel()) / norms) if norms > 0 else float(max_abs == 0)
+    norms = math.sqrt(sum_sq_ours * sum_sq_ref)
+    cosine = dot / norms if norms > 0 else float(max_abs == 0)
     return PlaceDiff(name, ref.shape, max_abs, max_rel, cosine, max_rel <= tolerance)
 
 

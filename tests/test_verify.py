@@ -142,6 +142,20 @@ def test_diff_place_by_hand():
         verify.diff_place("x", np.zeros(3), np.zeros(4), tolerance=1.0)
 
 
+def test_diff_place_in_chunks_equals_one_pass(monkeypatch):
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((2, 7, 33))
+    ours = ref + 1e-3 * rng.standard_normal(ref.shape)
+    ours[1, 5, 2] += 0.5                                     # the largest difference, in a late chunk
+    whole = verify.diff_place("x", ours, ref, 1e-2)
+    monkeypatch.setattr(verify, "CHUNK_ELEMENTS", 40)        # 1 row of 33 per chunk
+    chunked = verify.diff_place("x", ours, ref, 1e-2)
+    assert chunked.max_abs == whole.max_abs == np.abs(ours - ref).max()
+    assert chunked.max_rel == whole.max_rel and chunked.cosine == pytest.approx(whole.cosine, abs=1e-15)
+    ours[0, 0, 0] = np.inf
+    assert verify.diff_place("x", ours, ref, 1e-2).max_rel == np.inf
+
+
 def test_top_k_agreement_by_hand():
     ref = np.array([[[9.0, 8, 7, 6, 5, 0, 0], [0, 0, 0, 0, 1, 2, 3]]])         # [1, 2, 7]
     ours = np.array([[[9.0, 8, 7, 6, 0, 5, 0], [0, 0, 0, 0, 1, 2, 3.5]]])
