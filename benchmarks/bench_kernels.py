@@ -58,10 +58,10 @@ def main():
         return sweep
 
     candidates = {
-        "in_out": (lambda x, w, b, out: kernels._matvec_in_out(x, w, b, False, n_threads, out), weights),
-        "out_in": (lambda x, w, b, out: kernels._matvec_out_in(x, w.T, b, False, out), weights_t),
-        "blas": (lambda x, w, b, out: kernels._bias_act_inplace(np.matmul(x, w, out=out), b, False), weights),
-        "blas_T": (lambda x, w, b, out: kernels._bias_act_inplace(np.matmul(x, w, out=out), b, False), weights_t),
+        "in_out": (lambda x, w, b, out: kernels._matvec_in_out[False](x, w, b, False, n_threads, out), weights),
+        "out_in": (lambda x, w, b, out: kernels._matvec_out_in[False](x, w.T, b, False, out), weights_t),
+        "blas": (lambda x, w, b, out: kernels._bias_act_inplace[False](np.matmul(x, w, out=out), b, False), weights),
+        "blas_T": (lambda x, w, b, out: kernels._bias_act_inplace[False](np.matmul(x, w, out=out), b, False), weights_t),
     }
     print(f"# {len(shapes) * args.n_layer} matrices, {n_bytes / 1e6:.0f} MB float32, {n_threads} threads; "
           f"GB/s of weights streamed (best of {args.repeats})")

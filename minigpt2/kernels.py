@@ -38,6 +38,7 @@ import ctypes
 import glob
 import math
 import os
+import types
 
 import numba
 import numpy as np
@@ -49,6 +50,26 @@ MATVEC_MAX_ROWS = 8
 
 _REDUCE = {"reassoc", "contract"}   # the only fast-math flags used, and only on reductions
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+# Inputs with fewer elements than this run the serial build of a kernel (see _threaded_and_serial).
+SERIAL_MAX_ELEMENTS = 1 << 16
+
+
+def _threaded_and_serial(fastmath=False):
+    """Compile one kernel twice: threaded (prange splits the loop) and serial (prange is range).
+
+    Small inputs (a decode step's layer norm, the attention of a short context) take the serial
+    build: starting the threads costs more than they save there, and far more when other
+    processes keep the cores busy (one descheduled thread holds the whole parallel region up).
+    Returns the pair (threaded, serial), so `kernel[serial]` picks one with a bool.
+    """
+    def compile_both(function):
+        serial = types.FunctionType(function.__code__, function.__globals__, function.__name__ + "_serial",
+                                    function.__defaults__, function.__closure__)
+        serial.__qualname__ = function.__qualname__ + "_serial"      # its own on-disk cache entry
+        return (njit(parallel=True, fastmath=fastmath, cache=True)(function),
+                njit(fastmath=fastmath, cache=True)(serial))
+    return compile_both
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,7 +137,7 @@ def _vector(v, n, name):
 # layer norm
 
 
-@njit(parallel=True, fastmath=_REDUCE, cache=True)
+@_threaded_and_serial(fastmath=_REDUCE)
 def _layer_norm_rows(x, weight, bias, eps, out):
     # x [n, C] -> out [n, C]; statistics in float64, two passes (mean, then centred variance)
     n, C = x.shape
@@ -142,7 +163,8 @@ def layer_norm(x, weight, bias, eps=1e-5):
     x2, lead = _rows(x, "x")
     C = x2.shape[1]
     out = np.empty_like(x2)
-    _layer_norm_rows(x2, _vector(weight, C, "weight"), _vector(bias, C, "bias"), float(eps), out)
+    kernel = _layer_norm_rows[x2.size <= SERIAL_MAX_ELEMENTS]
+    kernel(x2, _vector(weight, C, "weight"), _vector(bias, C, "bias"), float(eps), out)
     return out.reshape(*lead, C)
 
 
@@ -178,7 +200,7 @@ def _gelu_scalar(v):
     return v / (np.float32(1.0) + np.exp(-u2))
 
 
-@njit(parallel=True, cache=True)
+@_threaded_and_serial()
 def _gelu_inplace(x):
     # x [n] -> x [n], in place
     for i in prange(x.shape[0]):
@@ -189,7 +211,7 @@ def gelu_new(x):
     """GELU, tanh approximation (OpenAI GPT-2 / HF "gelu_new"): any shape -> same shape float32."""
     x = np.asarray(x)
     out = np.array(x, dtype=np.float32, order="C", copy=True)
-    _gelu_inplace(out.reshape(-1))
+    _gelu_inplace[out.size <= SERIAL_MAX_ELEMENTS](out.reshape(-1))
     return out
 
 
@@ -207,7 +229,7 @@ def gelu_new_naive(x):
 # linear: x @ weight + bias (HF Conv1D layout, weight [n_in, n_out])
 
 
-@njit(parallel=True, cache=True)
+@_threaded_and_serial()
 def _bias_act_inplace(out, bias, apply_gelu):
     # out [m, n_out] += bias [n_out], then optionally GELU, in one pass
     m, n_out = out.shape
@@ -221,7 +243,7 @@ def _bias_act_inplace(out, bias, apply_gelu):
                 row[o] += bias[o]
 
 
-@njit(parallel=True, cache=True)
+@_threaded_and_serial()
 def _matvec_in_out(x, weight, bias, apply_gelu, n_chunks, out):
     # x [m, n_in] @ weight [n_in, n_out] + bias -> out [m, n_out], for small m (decode).
     # The weights are read once, in memory order: chunk k of the threads streams the contiguous
@@ -253,7 +275,7 @@ def _matvec_in_out(x, weight, bias, apply_gelu, n_chunks, out):
             out[r, o] = _gelu_scalar(total) if apply_gelu else total
 
 
-@njit(parallel=True, fastmath=_REDUCE, cache=True)
+@_threaded_and_serial(fastmath=_REDUCE)
 def _matvec_out_in(x, weight_t, bias, apply_gelu, out):
     # x [m, n_in] @ weight_t[n_out, n_in].T + bias -> out [m, n_out], for small m (decode).
     # One dot product per (row, output) over a contiguous weight row; outputs split over threads.
@@ -282,16 +304,17 @@ def _linear(x, weight, bias, apply_gelu):
     m = x2.shape[0]
     out = np.empty((m, n_out), dtype=np.float32)
     if m <= MATVEC_MAX_ROWS:
+        serial = weight.size <= SERIAL_MAX_ELEMENTS
         if weight.flags.c_contiguous:
-            _matvec_in_out(x2, weight, bias, apply_gelu, numba.get_num_threads(), out)
+            _matvec_in_out[serial](x2, weight, bias, apply_gelu, 1 if serial else numba.get_num_threads(), out)
         elif weight.T.flags.c_contiguous:          # an [n_out, n_in] array seen transposed
-            _matvec_out_in(x2, weight.T, bias, apply_gelu, out)
+            _matvec_out_in[serial](x2, weight.T, bias, apply_gelu, out)
         else:
-            _matvec_in_out(x2, np.ascontiguousarray(weight), bias, apply_gelu,
-                           numba.get_num_threads(), out)
+            _matvec_in_out[serial](x2, np.ascontiguousarray(weight), bias, apply_gelu,
+                                   1 if serial else numba.get_num_threads(), out)
     else:
         np.matmul(x2, weight, out=out)             # BLAS sgemm, either layout
-        _bias_act_inplace(out, bias, apply_gelu)
+        _bias_act_inplace[out.size <= SERIAL_MAX_ELEMENTS](out, bias, apply_gelu)
     return out.reshape(*lead, n_out)
 
 
@@ -329,7 +352,7 @@ def matmul_naive(x, weight, bias):
 # softmax over the last axis
 
 
-@njit(parallel=True, fastmath=_REDUCE, cache=True)
+@_threaded_and_serial(fastmath=_REDUCE)
 def _softmax_rows(x, out):
     # x [n, s] -> out [n, s]; a row whose max is -inf (nothing to attend to) gets zeros, not NaN
     n, s = x.shape
@@ -359,7 +382,7 @@ def softmax(x, axis=-1):
     x = np.moveaxis(np.asarray(x), axis, -1)
     x2, lead = _rows(x, "x")
     out = np.empty_like(x2)
-    _softmax_rows(x2, out)
+    _softmax_rows[x2.size <= SERIAL_MAX_ELEMENTS](x2, out)
     return np.moveaxis(out.reshape(*lead, x2.shape[1]), -1, axis)
 
 
@@ -386,7 +409,7 @@ def softmax_naive(x):
 # attention
 
 
-@njit(parallel=True, fastmath=_REDUCE, cache=True)
+@_threaded_and_serial(fastmath=_REDUCE)
 def _attention_kernel(query, key, value, mask, scale, head_scale, out, probs, write_probs):
     # query [b, h, t, d], key/value [b, h, s, d], mask [b, t, s] (True = may attend),
     # head_scale [h] -> out [b, h, t, d], probs [b, h, t, s] (written only if write_probs).
@@ -481,8 +504,8 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
     probs = np.empty((b, h, t, s) if output_attentions else (0, 0, 0, 0), dtype=np.float32)
     # Strided views (the KV cache's [:, :, :length], a head split of the qkv projection) are
     # read in place; only the innermost axis must be contiguous for the dot products to vectorise.
-    _attention_kernel(query, key, value, mask, np.float32(scale), head_scale, out, probs,
-                      bool(output_attentions))
+    kernel = _attention_kernel[b * h * t * s * d <= 4 * SERIAL_MAX_ELEMENTS]
+    kernel(query, key, value, mask, np.float32(scale), head_scale, out, probs, bool(output_attentions))
     return out, (probs if output_attentions else None)
 
 

@@ -13,9 +13,16 @@ import pytest
 from minigpt2 import kernels, ops
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 RTOL = 2e-6     # float32 kernels vs float64-accumulating twins, relative to max|ref|
+
+
+@pytest.fixture(autouse=True, params=["threaded", "serial"])
+def build(request, monkeypatch):
+    """Run every test on both builds of each kernel (see kernels._threaded_and_serial)."""
+    monkeypatch.setattr(kernels, "SERIAL_MAX_ELEMENTS", 0 if request.param == "threaded" else 1 << 62)
+    return request.param
 
 
 def rel_err(actual, expected):
@@ -254,7 +261,7 @@ def test_attention_bad_shapes_raise_value_error():
         kernels.attention(q, kv, kv, np.ones((1, 3, 5), bool), 1.0, np.ones(3, np.float32))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(b=st.integers(1, 2), h=st.sampled_from([1, 3]), t=st.integers(1, 6), extra=st.integers(0, 5),
        d=st.sampled_from([1, 4, 16]), seed=st.integers(0, 2**16), masked=st.floats(0.0, 1.0))
 def test_attention_random_shapes_and_masks(b, h, t, extra, d, seed, masked):
