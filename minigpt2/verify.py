@@ -117,12 +117,13 @@ class Reference:
         """Read a reference written by ``save`` (or ``minigpt2 verify --save-reference``)."""
         path = os.fspath(path)
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            npz = np.load(path, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array")
+            with npz:
                 arrays = {name: npz[name] for name in npz.files}
         except (ValueError, zipfile.BadZipFile, EOFError) as error:
             raise ValueError(f"{path}: not a reference .npz file ({error})") from None
-        if not isinstance(arrays, dict):
-            raise ValueError(f"{path}: not a reference .npz file (a single .npy array)")
         required = ("format_version", "config_json", "input_ids", "hidden_states", "logits")
         missing = [key for key in required if key not in arrays]
         if missing:

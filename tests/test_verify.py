@@ -207,6 +207,10 @@ def test_broken_reference_files_are_refused(tmp_path):
     not_npz.write_text("hello")
     with pytest.raises(ValueError, match="not a reference .npz file"):
         verify.Reference.load(not_npz)
+    npy = tmp_path / "array.npy"
+    np.save(npy, np.zeros(3))
+    with pytest.raises(ValueError, match="not a reference .npz file"):
+        verify.Reference.load(npy)
 
 
 def test_missing_transformers_is_a_clear_error(monkeypatch, tmp_path, capsys):
