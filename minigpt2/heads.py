@@ -150,7 +150,8 @@ def choose_problem_type(config, num_labels, labels):
     problem_type = getattr(config, "problem_type", None)
     if problem_type is not None:
         if problem_type not in PROBLEM_TYPES:
-            raise ValueError(f"config.problem_type must be one of {PROBLEM_TYPES} or None, got {problem_type!r}")
+            raise ValueError(f"config.problem_type must be one of {PROBLEM_TYPES} or None, got "
+                             f"{problem_type!r}")
         return problem_type
     if num_labels == 1:
         return "regression"
@@ -314,7 +315,8 @@ class GPT2DoubleHeadsModel(_GPT2WithHead):
                                output_hidden_states=output_hidden_states)
         h = out.last_hidden_state                                          # [b * nc, t, c]
         logits = self.transformer.ops.linear(h, self.lm_head.T, None)     # [b * nc, t, c] -> [b * nc, t, v]
-        choices = lambda a: a.reshape(b, n_choices, *a.shape[1:])          # noqa: E731  [b * nc, ...] -> [b, nc, ...]
+        # [b * nc, ...] -> [b, nc, ...]
+        choices = lambda a: a.reshape(b, n_choices, *a.shape[1:])          # noqa: E731
         mc_logits = self.multiple_choice_head(choices(h), mc_token_ids)     # [b, nc, t, c] -> [b, nc, k]
         if mc_logits.shape[-1] == 1:
             mc_logits = mc_logits[..., 0]                                   # one score per choice: [b, nc]
@@ -322,7 +324,8 @@ class GPT2DoubleHeadsModel(_GPT2WithHead):
         loss = mc_loss = None
         if labels is not None:
             v = logits.shape[-1]
-            labels = _class_ids(labels, "labels", v, (b, n_choices, t), "[batch, num_choices, seq] as input_ids")
+            labels = _class_ids(labels, "labels", v, (b, n_choices, t),
+                                "[batch, num_choices, seq] as input_ids")
             # position i predicts token i + 1 of the same choice: drop the last logits and the first label
             loss = ops.cross_entropy(logits[:, :-1].reshape(-1, v), labels[..., 1:].reshape(-1))
         if mc_labels is not None:
@@ -370,7 +373,8 @@ class GPT2SequenceSummary:
             self.proj = (
                 _head_tensor(heads, "multiple_choice_head.summary.weight", (n_out, config.n_embd), what,
                              source, name),
-                _head_tensor(heads, "multiple_choice_head.summary.bias", (n_out,), f"[{n_out}]", source, name))
+                _head_tensor(heads, "multiple_choice_head.summary.bias", (n_out,), f"[{n_out}]", source,
+                             name))
         activation = config.summary_activation
         if activation and activation not in ops.ACTIVATIONS:
             raise ValueError(f"config.summary_activation must be None or one of {sorted(ops.ACTIVATIONS)}, "

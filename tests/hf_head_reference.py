@@ -25,7 +25,8 @@ HEAD_SPECS = {        # committed as tests/fixtures/heads/<name>/
                    config=dict(n_layer=2, n_embd=48, n_head=3, pad_token_id=0, id2label=SEQ_LABELS,
                                label2id={v: k for k, v in SEQ_LABELS.items()})),
     "seqcls_nopad": dict(cls="GPT2ForSequenceClassification", kind="seqcls_nopad",
-                         config=dict(n_layer=1, n_embd=32, n_head=4, num_labels=1, activation_function="gelu")),
+                         config=dict(n_layer=1, n_embd=32, n_head=4, num_labels=1,
+                                     activation_function="gelu")),
     "tokcls": dict(cls="GPT2ForTokenClassification", kind="tokcls",
                    config=dict(n_layer=2, n_embd=40, n_head=5, n_inner=72, num_labels=5)),
     "qa": dict(cls="GPT2ForQuestionAnswering", kind="qa",
@@ -221,7 +222,8 @@ def head_outputs(kind, model, inputs):
         elif kind == "qa":
             full = model(T(inputs["input_ids"]), attention_mask=T(inputs["attention_mask"]),
                          token_type_ids=T(inputs["token_type_ids"]),
-                         start_positions=T(inputs["start_positions"]), end_positions=T(inputs["end_positions"]))
+                         start_positions=T(inputs["start_positions"]),
+                         end_positions=T(inputs["end_positions"]))
             out["start_logits"], out["end_logits"], out["loss"] = (N(full.start_logits), N(full.end_logits),
                                                                     N(full.loss))
             plain = model(T(inputs["input_ids"]))
@@ -255,7 +257,8 @@ def _double_heads_outputs(model, inputs, T, N):
                  mc_labels=mc_labels, **kw)
     out["logits"], out["loss"] = N(full.logits), N(full.loss)
     # transformers 5 does not reshape position_ids [b, nc, t] itself: pass them flat
-    left = dict(attention_mask=T(inputs["attention_mask_left"]), position_ids=flat(inputs["position_ids_left"]))
+    left = dict(attention_mask=T(inputs["attention_mask_left"]),
+                position_ids=flat(inputs["position_ids_left"]))
     out["logits_left"] = N(model(T(inputs["input_ids_left"]), **left).logits)
 
     def per_choice(ids, mc_token_ids, **kw):
