@@ -176,11 +176,6 @@ class Reference:
                                      f"expected {shape}")
 
 
-def load_reference(path):
-    """``Reference.load(path)``."""
-    return Reference.load(path)
-
-
 def _import_torch_and_transformers():
     try:
         import torch
@@ -217,11 +212,12 @@ def reference_from_transformers(folder, input_ids, traces=True):
                          f"(vocab_size of {folder})")
     captured, handles = {}, []
 
-    def keep(name, index=None):
-        """A forward hook storing the module's output (element ``index`` of a tuple output)."""
+    def keep(name):
+        """A forward hook storing the module's output (the first element of a tuple: attn returns
+        (output, weights), and blocks of transformers 4 returned tuples too)."""
         def hook(module, args, output):
             if isinstance(output, tuple):
-                output = output[0 if index is None else index]
+                output = output[0]
             captured[name] = output.detach().float().numpy().copy()
         return hook
 
@@ -235,10 +231,10 @@ def reference_from_transformers(folder, input_ids, traces=True):
         for i, block in enumerate(model.transformer.h):
             handles += [block.register_forward_pre_hook(keep_input(f"h.{i}.input"), with_kwargs=True),
                         block.ln_1.register_forward_hook(keep(f"h.{i}.ln_1")),
-                        block.attn.register_forward_hook(keep(f"h.{i}.attn", 0)),   # (output, weights)
+                        block.attn.register_forward_hook(keep(f"h.{i}.attn")),
                         block.ln_2.register_forward_hook(keep(f"h.{i}.ln_2")),
                         block.mlp.register_forward_hook(keep(f"h.{i}.mlp")),
-                        block.register_forward_hook(keep(f"h.{i}.out", 0))]
+                        block.register_forward_hook(keep(f"h.{i}.out"))]
     try:
         with torch.no_grad():
             out = model(torch.from_numpy(ids.astype(np.int64)), output_hidden_states=True)
