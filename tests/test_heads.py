@@ -247,6 +247,27 @@ def test_sequence_classification_with_kv_cache():
     assert rel_err(rest.logits, ref["logits_left_mask"]) <= TOL
 
 
+def test_double_heads_with_kv_cache_and_embeddings():
+    model, ref = load("double_heads", "numba"), reference("double_heads")
+    ids = ref["input_ids"]
+    full = model(ids)
+    first = model(ids[..., :4], use_cache=True)                  # the cache holds b * num_choices rows
+    rest = model(ids[..., 4:], past_key_values=first.past_key_values, use_cache=True)
+    assert rel_err(rest.logits, full.logits[..., 4:, :]) <= TOL
+    assert rel_err(rest.mc_logits, ref["mc_logits_default"]) <= TOL
+    embedded = model(inputs_embeds=model.transformer.wte[ids])    # [b, nc, t, c]
+    assert rel_err(embedded.mc_logits, ref["mc_logits_default"]) <= TOL
+
+
+def test_sequence_classification_from_embeddings():
+    model, ref = load("seqcls", "numpy"), reference("seqcls")
+    ids, mask = ref["input_ids_left"], ref["attention_mask_left"]
+    embeds = model.transformer.wte[ids]
+    assert rel_err(model(inputs_embeds=embeds, attention_mask=mask).logits, ref["logits_left_mask"]) <= TOL
+    # no mask: embeddings show no pad ids, so the last position is read, as transformers does
+    assert rel_err(model(inputs_embeds=embeds).logits, ref["logits_left"]) <= TOL
+
+
 def test_loss_choice_and_edge_cases():
     model, ref = load("seqcls", "numpy"), reference("seqcls")
     ids, mask = ref["input_ids_right"], ref["attention_mask_right"]
