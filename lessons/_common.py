@@ -8,7 +8,6 @@ fails loudly both from the command line and in tests/test_lessons.py.
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -227,17 +226,6 @@ def save(fig, path):
     fig.savefig(path, dpi=110, bbox_inches="tight")
     pyplot().close(fig)
     print(f"[figure] {path}")
-
-
-class Timer:
-    """`with Timer() as t: ...; t.seconds`"""
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
 
 
 def run(main):

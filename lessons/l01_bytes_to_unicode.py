@@ -72,7 +72,8 @@ def main(argv=None):
     check_equal("published values: ' ' -> 'Ġ', '\\n' -> 'Ċ', '\\t' -> 'ĉ'",
                 [table[0x20], table[0x0A], table[0x09]], ["Ġ", "Ċ", "ĉ"])
     encoder = json.loads((PACKAGE_VOCAB_DIR / "encoder.json").read_text(encoding="utf-8"))
-    check_equal("encoder.json: 'Ċ' is id 198 (LLMs-from-scratch), 'Ġ' is 220", [encoder["Ċ"], encoder["Ġ"]], [198, 220])
+    check_equal("encoder.json: 'Ċ' is id 198 (LLMs-from-scratch), 'Ġ' is 220",
+                [encoder["Ċ"], encoder["Ġ"]], [198, 220])
     # encoder.json's ids 0..255 are the byte symbols, printable bytes first, then the shifted
     # ones in byte order: exactly the order in which OpenAI's bytes_to_unicode builds the table
     first_256 = sorted(encoder, key=encoder.get)[:256]

@@ -47,7 +47,7 @@ def head_fixture(name):
 
 
 def main(argv=None):
-    args = parse_args(__doc__, argv)
+    parse_args(__doc__, argv)                                           # --fast changes nothing here
 
     title("sequence classification: which token is 'last'?")
     config, body, heads, ref = head_fixture("seqcls")
@@ -86,8 +86,10 @@ def main(argv=None):
           f"best choice per row {mc.argmax(-1).tolist()}")
 
     title("checks (references: transformers, tests/fixtures/heads)")
-    check("sequence scores, right padding + mask == transformers", right, ref["logits_right_mask"], tol=1e-5, relative=True)
-    check("sequence scores, left padding + mask == transformers", left, ref["logits_left_mask"], tol=1e-5, relative=True)
+    check("sequence scores, right padding + mask == transformers", right, ref["logits_right_mask"],
+          tol=1e-5, relative=True)
+    check("sequence scores, left padding + mask == transformers", left, ref["logits_left_mask"],
+          tol=1e-5, relative=True)
     check("padded rows == each row alone (transformers)", right, ref["logits_rows_alone"], tol=1e-5, relative=True)
     check("trap: pad-id rule == transformers (pad_token_id = eos)", h[0, pad_rule] @ score.T,
           ref["logits_trap_pad_rule"], tol=1e-5, relative=True)
