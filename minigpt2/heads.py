@@ -191,6 +191,9 @@ class GPT2ForTokenClassification(_GPT2WithHead):
     ``labels`` [b, t] (class indices, -100 = ignored, e.g. padding or sub-word pieces) give the
     mean cross-entropy over the labelled tokens. transformers applies dropout before the
     classifier while training; at inference it is the identity.
+
+    Logits at padding positions mean nothing; with right padding and a mask they also differ from
+    transformers' there (positions count real tokens here, all tokens there). Label them -100.
     """
 
     def _init_head(self, heads, source):
@@ -240,6 +243,8 @@ class GPT2ForQuestionAnswering(_GPT2WithHead):
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                  head_mask=None, inputs_embeds=None, start_positions=None, end_positions=None,
                  output_attentions=False, output_hidden_states=False):
+        if (start_positions is None) != (end_positions is None):
+            raise ValueError("pass both start_positions and end_positions for the loss, or neither")
         out = self.transformer(input_ids=input_ids, attention_mask=attention_mask,
                                token_type_ids=token_type_ids, position_ids=position_ids,
                                head_mask=head_mask, inputs_embeds=inputs_embeds,
@@ -251,8 +256,6 @@ class GPT2ForQuestionAnswering(_GPT2WithHead):
         start_logits = np.ascontiguousarray(logits[..., 0])                # [b, t]
         end_logits = np.ascontiguousarray(logits[..., 1])                  # [b, t]
         loss = None
-        if (start_positions is None) != (end_positions is None):
-            raise ValueError("pass both start_positions and end_positions for the loss, or neither")
         if start_positions is not None:
             b, t = h.shape[:2]
             ignored = t          # positions past the input are clamped to t, then ignored
