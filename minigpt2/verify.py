@@ -390,6 +390,9 @@ class VerifyReport:
             lines.append(f"first place over tolerance: {first.name} (max rel diff {first.max_rel:.2e})")
             lines.append("last place still fine:      "
                          + (fine.name if fine else "(none: the first place differs)"))
+            if first.name == "embed":
+                lines.append("(the embeddings differ before any computation: are the wte / wpe weights "
+                             "the reference's?)")
         lines.append(f"next-token predictions over {self.n_positions} positions: top-1 agree "
                      f"{100 * self.top1:.1f}%, top-{TOP_K} sets agree {100 * self.top5:.1f}%")
         lines.append("PASS" if self.passed else "FAIL")

@@ -96,6 +96,12 @@ def test_changed_attention_weight_is_found_in_block_1_attn(tmp_path):
     assert report.first_failure.name == "h.1.attn" and report.last_fine.name == "h.1.ln_1"
 
 
+def test_changed_embedding_is_found_first(tmp_path):
+    report = verify.compare(changed_copy(tmp_path, "transformer.wpe.weight"), REFERENCE, backend="numpy")
+    assert report.first_failure.name == "embed" and report.last_fine is None
+    assert "(none: the first place differs)" in str(report) and "wte / wpe" in str(report)
+
+
 def test_model_object_and_reference_object(tmp_path):
     model = GPT2LMHeadModel.from_pretrained(MODEL, backend="numpy")
     reference = verify.Reference.load(REFERENCE)
