@@ -277,7 +277,9 @@ class GPT2DoubleHeadsModel(_GPT2WithHead):
     Inputs are [b, num_choices, t] (input_ids, attention_mask, token_type_ids, position_ids); each
     choice runs through the body as its own row. ``mc_token_ids`` [b, num_choices] says which token
     summarises each choice (typically an added [CLS] token at its end); None means the last
-    position t - 1 of every choice, which is the last real token only without right padding.
+    position t - 1 of every choice, as in transformers, which is the last real token only without
+    right padding (at a padding position the hidden state is not meaningful, and not transformers'
+    either: with a mask, positions count real tokens here). Right-padded: pass mc_token_ids.
 
     Outputs: ``logits`` [b, num_choices, t, vocab_size], ``mc_logits`` [b, num_choices], ``loss``
     (LM loss for ``labels`` [b, num_choices, t], shifted inside, -100 ignored) and ``mc_loss``
