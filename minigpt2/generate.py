@@ -104,7 +104,7 @@ def apply_top_p(scores, top_p, min_tokens_to_keep=1):
     keeps tokens while the cumulative sum is <= p: it drops that token.) top_p = 1 keeps everything.
 
     Counting from the top lets us sort only the few most likely tokens instead of all 50257:
-    take the top 64 candidates, 4x more until their mass reaches top_p (then every token outside
+    take the top 64 candidates, 8x more until their mass reaches top_p (then every token outside
     them has at least that mass above it). Probabilities in float32 (as transformers), sums in float64.
     """
     if top_p >= 1.0:
@@ -115,16 +115,18 @@ def apply_top_p(scores, top_p, min_tokens_to_keep=1):
     for row in range(rows):
         n_candidates = min(64, vocab)
         while True:
-            if n_candidates * 4 < vocab:
+            if n_candidates * 8 < vocab:
                 candidates = np.argpartition(-scores[row], n_candidates - 1)[:n_candidates]
             else:
                 candidates = np.arange(vocab)
-            candidates = candidates[np.argsort(-scores[row, candidates], kind="stable")]   # most likely first
+            # most likely first (numpy's default sort: among exactly equal scores the order is
+            # arbitrary but fixed, as with transformers' torch.sort)
+            candidates = candidates[np.argsort(-scores[row, candidates])]
             p = probs[row, candidates].astype(np.float64)
             mass_above = np.cumsum(p) - p                                                  # [n_candidates]
             if candidates.size == vocab or mass_above[-1] + p[-1] >= top_p:
                 break
-            n_candidates *= 4
+            n_candidates *= 8
         n_keep = max(int(np.sum(mass_above < top_p)), min_tokens_to_keep)
         keep = candidates[:n_keep]
         out[row, keep] = scores[row, keep]
@@ -158,7 +160,8 @@ def sample_tokens(scores, rng):
     u = rng.random(scores.shape[0])                                       # [rows], in [0, 1)
     tokens = np.empty(scores.shape[0], dtype=np.int64)
     for row in range(scores.shape[0]):
-        kept = np.flatnonzero(np.isfinite(scores[row]))                   # candidates, in vocab order
+        finite = np.isfinite(scores[row])
+        kept = np.arange(finite.size) if finite.all() else np.flatnonzero(finite)   # in vocab order
         if kept.size == 0:
             raise ValueError(f"row {row}: every token was filtered out (all scores are -inf)")
         cumulative = np.cumsum(softmax(scores[row, kept].astype(np.float64)))

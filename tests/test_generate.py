@@ -541,3 +541,55 @@ def test_fixture_processors_equal_transformers(generation_fixture):
         np.testing.assert_array_equal(ours[np.isfinite(ours)], theirs[np.isfinite(theirs)])
     np.testing.assert_allclose(apply_temperature(scores, 0.7), ref["temperature_0.7"], rtol=1e-6)
     np.testing.assert_array_equal(apply_repetition_penalty(scores, ids, 1.3), ref["penalty_1.3"])
+
+
+# ---------------------------------------------------------------- the loop with the real tokenizer
+
+
+class ScriptedModel:
+    """A stand-in model whose greedy choice follows a script of token ids (no cache)."""
+
+    def __init__(self, script, vocab_size=50257, n_positions=1024):
+        self.script = list(script)
+        self.config = type("Config", (), {"vocab_size": vocab_size, "n_positions": n_positions})()
+        self.prompt_length = None
+
+    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                 use_cache=False, logits_to_keep=0):
+        if self.prompt_length is None:
+            self.prompt_length = input_ids.shape[1]
+        step = attention_mask.shape[1] - self.prompt_length           # tokens generated so far
+        logits = np.zeros((input_ids.shape[0], 1, self.config.vocab_size), dtype=np.float32)
+        logits[:, 0, self.script[min(step, len(self.script) - 1)]] = 10.0
+        return type("Out", (), {"logits": logits, "past_key_values": None})()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from minigpt2.tokenizer import GPT2Tokenizer
+    tok = GPT2Tokenizer.from_pretrained("gpt2")
+    assert tok.encode("Hello world") == [15496, 995]
+    return tok
+
+
+def test_stream_with_the_real_tokenizer_keeps_emoji_whole(tokenizer):
+    text = "Hi :D 🤗🤗 ok"
+    script = tokenizer.encode(text)
+    assert len(script) > len(text.split())                           # the emoji take several tokens
+    pieces = list(gen.stream(ScriptedModel(script + [50256]), tokenizer, "Go", max_new_tokens=50))
+    assert "".join(pieces) == text                                    # EOS ends the text, not printed
+    assert all("\ufffd" not in piece for piece in pieces)
+    assert any("🤗" in piece for piece in pieces)
+
+
+def test_stop_string_straddling_real_tokens(tokenizer):
+    text = "First line.\n\nSecond line."
+    script = tokenizer.encode(text)
+    pieces = []
+    prompt = tokenizer.encode("Go")
+    out = gen.generate(ScriptedModel(script), [prompt], max_new_tokens=30,
+                       stop=[".\n\nS"], tokenizer=tokenizer, streamer=pieces.append)
+    assert "".join(pieces) == "First line"
+    # the ids end with the token that completed the stop string, no further
+    kept = out[0, len(prompt):].tolist()
+    assert ".\n\nS" in tokenizer.decode(kept) and ".\n\nS" not in tokenizer.decode(kept[:-1])
