@@ -94,6 +94,11 @@ def main(argv=None):
     check_equal("config.json sizes fit the tensors (wte is [vocab_size, n_embd])",
                 list(tensors[wte_name].shape), [config["vocab_size"], config["n_embd"]])
 
+    from minigpt2.config import GPT2Config
+    library_config = GPT2Config.from_pretrained(folder)
+    keys = ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "layer_norm_epsilon"]
+    check_equal("config.json as read by json == minigpt2 GPT2Config.from_pretrained",
+                [config[k] for k in keys], [getattr(library_config, k) for k in keys])
     from minigpt2.safetensors import load_file
     library = load_file(path)
     check_equal("same tensor names as minigpt2.safetensors", sorted(tensors), sorted(library))

@@ -98,6 +98,34 @@ def test_a_missing_merge_fails_the_bpe_lesson(tmp_path, capsys, monkeypatch):
     assert failed and "-> published ids" in failed[0]
 
 
+def test_arange_positions_for_left_padding_fail_the_batching_lesson(tmp_path, capsys, monkeypatch):
+    l12 = importlib.import_module("lessons.l12_batching")
+    monkeypatch.setattr(l12, "positions_from_mask", lambda mask: np.broadcast_to(np.arange(mask.shape[1]), mask.shape))
+    with pytest.raises(Failed):
+        run_lesson("l12_batching", tmp_path)
+    assert "FAIL  left padding + cumsum positions" in capsys.readouterr().out
+
+
+def test_openais_top_p_boundary_rule_differs_from_transformers(tmp_path, capsys, monkeypatch):
+    """OpenAI's sampler keeps tokens while the cumulative probability is <= p: it drops the token
+    that crosses p, which transformers keeps. The sampling lesson's check must see that."""
+    l11 = importlib.import_module("lessons.l11_sampling")
+
+    def top_p_openai(scores, p):
+        order = np.argsort(-scores, axis=-1, kind="stable")
+        cumulative = np.cumsum(np.take_along_axis(l11.softmax(scores), order, axis=-1), axis=-1)
+        keep_sorted = cumulative <= p
+        keep_sorted[:, 0] = True
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=-1)
+        return np.where(keep, scores, -np.inf)
+
+    monkeypatch.setattr(l11, "top_p", top_p_openai)
+    with pytest.raises(Failed):
+        run_lesson("l11_sampling", tmp_path, "--no-figures")
+    assert "FAIL  top_p 0.5: same tokens kept" in capsys.readouterr().out
+
+
 def test_official_lesson_fails_on_wrong_weights_instead_of_passing(tmp_path, capsys, monkeypatch):
     """With weights that are not GPT-2's, the published text is not reproduced: FAIL, not PASS."""
     from lessons._common import random_weights
