@@ -6,6 +6,11 @@ with labels[:, 1:] (transformers shifts inside the model: pass labels = input_id
 you do not want to score), and averages. Perplexity = exp(mean loss): "as unsure as a uniform
 choice among this many tokens". A uniform guess over GPT-2's vocabulary scores ln(50257) = 10.82.
 
+A text longer than the context is scored with a sliding window (transformers' perplexity guide):
+windows of max_length tokens start every `stride` tokens, and each scores only the tokens the
+previous window did not reach, so every token is scored once, with max_length - stride tokens of
+context or more.
+
     python -m lessons.l13_scoring [--fast] [--model ...]
 """
 
@@ -26,6 +31,20 @@ def lm_loss(logits, labels, ignore_index=-100):
     keep = labels != ignore_index                                      # [b, t - 1]
     logp = log_softmax(logits[keep].astype(np.float64))                # [n, vocab]
     return -logp[np.arange(len(logp)), labels[keep]].mean()
+
+
+def sliding_window_logprobs(model, ids, max_length, stride):
+    """[n] ids -> [n - 1] log p(token i | up to max_length - 1 tokens before it), i = 1..n-1."""
+    out, done = [], 1                                                  # position 0 is never scored
+    for begin in range(0, len(ids), stride):
+        end = min(begin + max_length, len(ids))
+        first = max(done, begin + 1)                                   # new tokens with context here
+        logp = log_softmax(model(ids[None, begin:end]).logits[0].astype(np.float64))   # [w, vocab]
+        out.append(logp[np.arange(first - 1, end - 1) - begin, ids[first:end]])
+        done = end
+        if end == len(ids):
+            break
+    return np.concatenate(out)
 
 
 def main(argv=None):
@@ -50,6 +69,12 @@ def main(argv=None):
     library = score(model, ids[0])
     print(f"minigpt2.scoring.score: perplexity {library.perplexity:.1f}")
 
+    title("a sliding window")
+    max_length, stride = 32, 16
+    windowed = sliding_window_logprobs(model, ids[0], max_length, stride)
+    print(f"windows of {max_length} tokens every {stride}: perplexity {np.exp(-windowed.mean()):.1f} "
+          f"(one pass over all {ids.shape[1]}: {np.exp(loss):.1f})")
+
     title("checks")
     config, weights, ref = fixture_weights("tiny")
     _, fixture_logits = forward(ref["input_ids"], weights, config)
@@ -62,6 +87,10 @@ def main(argv=None):
           tol=1e-5, relative=True)
     check("chosen model: perplexity == minigpt2.scoring.score", np.exp(loss), library.perplexity,
           tol=1e-4, relative=True)
+    check("sliding window log-probs == minigpt2.scoring.score(stride, max_length)", windowed,
+          score(model, ids[0], stride=stride, max_length=max_length).logprobs, tol=1e-4, relative=True)
+    whole = sliding_window_logprobs(model, ids[0], ids.shape[1], stride)
+    check("one window over the whole text == the plain loss", -whole.mean(), loss, tol=1e-6, relative=True)
     return 0
 
 
