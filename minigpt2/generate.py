@@ -362,7 +362,7 @@ def iter_generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_
     # one row per returned sequence: [batch, seq] -> [batch * num_return_sequences, seq]
     ids = np.repeat(input_ids, num_return_sequences, axis=0)
     mask = np.repeat(attention_mask, num_return_sequences, axis=0)
-    rows, prompt_length = ids.shape
+    rows = ids.shape[0]
     rng = None if greedy else make_rng(seed)
     decoders = None
     if tokenizer is not None:
@@ -465,8 +465,9 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_new_t
 
 def stream(model, tokenizer, prompt, **kwargs):
     """Yield the continuation of `prompt` (a string or a list of ids) as text pieces, as they are
-    generated. Takes the keyword arguments of `generate`. The last step's GenerationStep objects
-    are not exposed; use `iter_generate` for timing or token ids."""
+    generated; takes the keyword arguments of `generate`. Pieces never split a UTF-8 character,
+    the EOS token is not shown, and the text ends before a stop string. For token ids and timing
+    per step, use `iter_generate`."""
     ids = tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
     for step in iter_generate(model, ids, tokenizer=tokenizer, **kwargs):
         if step.texts[0]:
