@@ -6,6 +6,7 @@ arguments and sets `run=` to the function doing the work. Errors the user can fi
 """
 
 import argparse
+import os
 import sys
 
 
@@ -164,16 +165,22 @@ def add_generate_command(subparsers):
             repetition_penalty=args.repetition_penalty, seed=args.seed,
             stop=[_unescape(s) for s in args.stop], tokenizer=tokenizer, crop=args.crop,
             eos_token_id=tokenizer.eos_token_id)
-        sys.stdout.write(args.prompt)
-        sys.stdout.flush()
         times = []
-        for step in steps:
-            times.append(step.seconds)
-            if step.texts[0]:
-                sys.stdout.write(step.texts[0])
-                sys.stdout.flush()
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(args.prompt)
+            sys.stdout.flush()
+            for step in steps:
+                times.append(step.seconds)
+                if step.texts[0]:
+                    sys.stdout.write(step.texts[0])
+                    sys.stdout.flush()
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # the reader left (`| head`): stop quietly; point stdout at devnull so the
+            # interpreter's final flush does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         print(_timing_line(len(ids), times, loaded, args.timing), file=sys.stderr)
         return 0
 
