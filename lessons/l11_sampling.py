@@ -20,7 +20,7 @@ import numpy as np
 
 from lessons._common import (check, check_equal, figure_path, fixture_weights, load_model, parse_args,
                              pyplot, reference_npz, run, save, title)
-from lessons.l09_kv_cache import Cache, forward_cached
+from lessons.l09_kv_cache import greedy_generate
 
 
 def temperature(scores, t):
@@ -52,17 +52,6 @@ def sample(scores, rng):
     cdf = np.cumsum(softmax(scores.astype(np.float64)), axis=-1)
     u = rng.random((scores.shape[0], 1))
     return np.minimum((cdf <= u * cdf[:, -1:]).sum(axis=-1), scores.shape[-1] - 1)
-
-
-def greedy_generate(ids, weights, config, n_new):
-    """Greedy decoding on lesson 09's cache."""
-    cache = Cache(config, ids.shape[0])
-    logits = forward_cached(ids, weights, config, cache)
-    for _ in range(n_new):
-        next_id = logits[:, -1].argmax(-1)[:, None]
-        ids = np.concatenate([ids, next_id], axis=1)
-        logits = forward_cached(next_id, weights, config, cache)
-    return ids
 
 
 def check_filtered(name, ours, reference):

@@ -18,7 +18,7 @@ The weights are not downloaded here: fetch them once with `python download_weigh
 import numpy as np
 
 from lessons._common import check_equal, check_true, parse_args, run, skipped, title
-from lessons.l11_sampling import greedy_generate
+from lessons.l09_kv_cache import greedy_generate
 from lessons.l08_forward import model_weights
 
 PUBLISHED = [
