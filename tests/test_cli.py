@@ -151,3 +151,13 @@ def test_default_model_offline_runs_the_real_bundled_demo(capsys, monkeypatch, t
     code, out, err = run_cli(capsys, "generate", "ROMEO:", "--max-new-tokens", 8, "--seed", 0)
     assert code == 0 and out.startswith("ROMEO:")
     assert sum("demo model" in line for line in err.splitlines()) == 1
+
+
+def test_generate_zero_new_tokens_and_empty_prompt(capsys, model_folder):
+    code, out, err = run_cli(capsys, "generate", PROMPT, "--model", model_folder, "--backend", "numpy",
+                             "--max-new-tokens", 0)
+    assert code == 0 and out == PROMPT + "\n" and "generated: 0 tokens" in err
+    # an empty prompt starts from <|endoftext|>, as GPT-2's unconditional samples do
+    code, out, _ = run_cli(capsys, "generate", "", "--model", model_folder, "--backend", "numpy",
+                           "--max-new-tokens", 3, "--greedy")
+    assert code == 0 and len(out) > 1
