@@ -86,7 +86,7 @@ def _explain_ordinary(tokenizer, text, base):
     for match in tokenizer._pretokenize.finditer(text):
         data = match.group().encode("utf-8")
         steps = []
-        tokens = tokenizer.bpe_symbols(match.group(), steps)
+        tokens = tokenizer.bpe_symbols(data, steps)
         pieces.append(PieceExplanation(
             match.group(), max(base, match.start() + shift), False, data, list(bytes_to_symbols(data)),
             merges=[MergeStep(*step) for step in steps], tokens=tokens,

@@ -9,15 +9,17 @@ Encoding one text takes four steps, each a small piece of this file:
 
 Step 4 runs once per distinct piece: results sit in a bounded LRU cache, and a piece that
 is itself a vocabulary entry (" the", "Hello") is looked up directly, as tiktoken does.
+Steps 2-4 also run once per distinct word-sized chunk (`CHUNK_BOUNDARY_PATTERN`), so text
+made of words seen before costs one split and one cache lookup per word.
 `explain(text)` shows every step with the readable string version of the merge loop
 (`bpe_symbols`), which the tests hold equal to the fast id version.
 """
 
 import functools
-import re
-from itertools import chain, repeat
 import json
 import os
+import re
+from itertools import chain, repeat
 from pathlib import Path
 
 import regex
@@ -47,7 +49,7 @@ NO_MERGE = float("inf")  # the rank of a pair that has no merge
 
 PACKAGE_VOCAB_DIR = Path(__file__).resolve().parent / "data" / "gpt2"
 VOCAB_FILE_PAIRS = (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe"))  # HF, OpenAI
-DEFAULT_CACHE_SIZE = 100_000   # distinct pieces remembered; ~15 MB when full
+DEFAULT_CACHE_SIZE = 100_000   # entries in each LRU cache (chunks, pieces); ~200 bytes each, ~40 MB if both fill
 
 
 # ----------------------------------------------------------------------------- files
@@ -208,35 +210,36 @@ class GPT2Tokenizer:
     def bpe_ids(self, data):
         """Bytes of one piece -> token ids: merge the lowest-ranked adjacent pair until none is left.
 
-        Every occurrence of the chosen pair is merged, left to right, exactly like OpenAI's loop
-        (`bpe_symbols` below is that loop on strings). Here each pair is looked up once per round
-        with C-level map/min/index, which is what makes a cold cache fast.
+        `pair_ranks[i]` is the merge rank of (ids[i], ids[i + 1]). Each round merges the leftmost
+        pair of lowest rank and re-ranks only its two new neighbours (as tiktoken and `tokenizers`
+        do). OpenAI's loop (`bpe_symbols`) instead merges every occurrence of that pair in one
+        round; the two agree because a merge's result only takes part in later (higher-ranked)
+        merges, so the other occurrences stay the lowest until they are merged too, left to right.
+        tests/test_tokenizer.py checks both on every vocabulary entry.
         """
         ids = [self._byte_ids[b] for b in data]        # one token per byte to start
         get_rank = self._merge_ranks.get
-        while len(ids) > 1:
-            pair_ranks = list(map(get_rank, zip(ids, ids[1:]), repeat(NO_MERGE)))   # rank of pair i
+        pair_ranks = list(map(get_rank, zip(ids, ids[1:]), repeat(NO_MERGE)))
+        while pair_ranks:
             best = min(pair_ranks)
             if best == NO_MERGE:
                 break                                   # no adjacent pair can merge
-            first = pair_ranks.index(best)              # a rank names one pair: find where it is
-            new_id = self._merge_ids[ids[first], ids[first + 1]]
-            merged, start = [], 0
-            for i in range(first, len(pair_ranks)):
-                if pair_ranks[i] == best and i >= start:   # i < start: overlaps the last merge
-                    merged += ids[start:i]
-                    merged.append(new_id)
-                    start = i + 2
-            ids = merged + ids[start:]
+            i = pair_ranks.index(best)                  # the leftmost pair with that rank
+            ids[i:i + 2] = [self._merge_ids[ids[i], ids[i + 1]]]
+            del pair_ranks[i]
+            if i > 0:                                   # the pair (left neighbour, new token)
+                pair_ranks[i - 1] = get_rank((ids[i - 1], ids[i]), NO_MERGE)
+            if i < len(pair_ranks):                     # the pair (new token, right neighbour)
+                pair_ranks[i] = get_rank((ids[i], ids[i + 1]), NO_MERGE)
         return ids
 
-    def bpe_symbols(self, piece, steps=None):
-        """The same loop on vocabulary strings, as OpenAI wrote it: 'Ġhello' -> ['Ġhello'].
+    def bpe_symbols(self, data, steps=None):
+        """OpenAI's loop, on vocabulary strings: b' hello' -> ['Ġhello'].
 
         Slower, but what you read in encoder.json and vocab.bpe. If `steps` is a list, each
         merge is appended as (rank, left, right, symbols after the merge).
         """
-        symbols = list(bytes_to_symbols(piece.encode("utf-8")))
+        symbols = list(bytes_to_symbols(data))          # one symbol per byte to start
         while len(symbols) > 1:
             pairs = list(zip(symbols, symbols[1:]))
             best = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))

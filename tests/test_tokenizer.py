@@ -218,17 +218,26 @@ def test_recent_unicode_letters_and_digits(tok, tiktoken_enc, hf_fast):
 # ----------------------------------------------------------------------------- the merge loop
 
 def test_every_vocabulary_entry_rebuilds_itself(tok):
-    # Justifies the whole-token shortcut in _encode_piece (tiktoken takes the same one).
+    # Justifies the whole-token shortcut in _encode_piece (tiktoken takes the same one), for both
+    # merge loops: the incremental one on ids and OpenAI's all-occurrences loop on strings.
     for token, token_id in tok.encoder.items():
         if token_id != EOT:
-            assert tok.bpe_ids(symbols_to_bytes(token)) == [token_id], token
+            data = symbols_to_bytes(token)
+            assert tok.bpe_ids(data) == [token_id], token
+            assert tok.bpe_symbols(data) == [token], token
 
 
 def test_string_merge_loop_equals_id_merge_loop(tok, shakespeare):
     pieces = set(tok._pretokenize.findall(shakespeare[:20000] + " ".join(_edge_case_texts()[:200])))
     for piece in pieces:
-        symbols = tok.bpe_symbols(piece)
+        symbols = tok.bpe_symbols(piece.encode("utf-8"))
         assert [tok.encoder[s] for s in symbols] == tok.bpe_ids(piece.encode("utf-8")), piece
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40) | st.text(alphabet="ab ", max_size=40).map(str.encode))
+def test_both_merge_loops_agree_on_any_bytes(tok, data):
+    assert [tok.encoder[s] for s in tok.bpe_symbols(data)] == tok.bpe_ids(data)
 
 
 def test_cache_is_bounded_and_changes_nothing(shakespeare):
@@ -266,6 +275,9 @@ def test_special_token_policy(tok, tiktoken_enc):
     with pytest.raises(ValueError, match="not special tokens"):
         tok.encode(text, allowed_special={"<|im_start|>"})
     assert tok.decode(tok.encode_ordinary(text)) == text
+    assert tok.encode("<|endoftext|><|endoftext|>") == [EOT, EOT]
+    assert tok.encode(" <|endoftext|>\n") == [220, EOT, 198]
+    assert tok.encode("<|endoftext|") == tiktoken_enc.encode_ordinary("<|endoftext|")
 
 
 # ----------------------------------------------------------------------------- decode
