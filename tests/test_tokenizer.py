@@ -254,6 +254,11 @@ def test_cache_is_bounded_and_changes_nothing(shakespeare):
     assert small.cache_info()[0].currsize == 0
 
 
+def test_ascii_pattern_on_every_ascii_pair(tok):
+    texts = [a + b + c for a in map(chr, range(128)) for b in map(chr, range(128)) for c in ("", " x", "'s")]
+    assert [tok._pretokenize_ascii.findall(t) for t in texts] == [tok._pretokenize.findall(t) for t in texts]
+
+
 def test_contractions_are_case_sensitive(tok):
     assert tok.tokenize("I'm") == ["I", "'m"]
     assert tok.tokenize("I'M") == ["I", "'", "M"]
@@ -458,6 +463,12 @@ def test_explain_shows_the_work(tok):
 def test_round_trip_any_string(tok, text):
     assert tok.decode(tok.encode(text)) == text
     assert tok.decode(tok.encode_ordinary(text)) == text
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_ascii_pattern_splits_like_the_unicode_one(tok, text):
+    assert tok._pretokenize_ascii.findall(text) == tok._pretokenize.findall(text)
 
 
 _pieces_alphabet = st.sampled_from(list("ab '\n\t\r1é🤗?!") + ["'s", "'T", "\u00a0", "\u3000", "  "])
