@@ -8,7 +8,8 @@ Encoding one text takes four steps, each a small piece of this file:
 4. apply merges, lowest rank first, until no adjacent pair has a merge (`bpe_ids`).
 
 Step 4 runs once per distinct piece: results sit in a bounded LRU cache, and a piece that
-is itself a vocabulary entry (" the", "Hello") is looked up directly, as tiktoken does.
+is itself a vocabulary entry (" the", "Hello") is looked up directly, as tiktoken does
+(for GPT-2's own merges, where that is proven by the tests).
 Steps 2-4 also run once per distinct word-sized chunk (`CHUNK_BOUNDARY_PATTERN`), so text
 made of words seen before costs one split and one cache lookup per word.
 `explain(text)` shows every step with the readable string version of the merge loop
@@ -16,6 +17,7 @@ made of words seen before costs one split and one cache lookup per word.
 """
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -52,6 +54,10 @@ NO_MERGE = float("inf")  # the rank of a pair that has no merge
 
 PACKAGE_VOCAB_DIR = Path(__file__).resolve().parent / "data" / "gpt2"
 VOCAB_FILE_PAIRS = (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe"))  # HF, OpenAI
+# sha256 of GPT-2's vocab.bpe (pinned by tiktoken; see data/gpt2/SOURCE.md). With exactly these
+# merges, every vocabulary entry is rebuilt by BPE from its own bytes (the tests check all 50,256),
+# so a piece that is an entry can skip the merge loop. Other vocabularies always run it.
+GPT2_MERGES_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 DEFAULT_CACHE_SIZE = 100_000   # entries in each LRU cache (chunks, pieces); ~200 bytes each, ~40 MB if both fill
 
 
@@ -139,8 +145,10 @@ class GPT2Tokenizer:
         self._byte_ids = [encoder[BYTE_TO_CHAR[b]] for b in range(256)]
         self._id_to_bytes = {i: token.encode("utf-8") if token in self.special_tokens else symbols_to_bytes(token)
                              for token, i in encoder.items()}   # "<|endoftext|>" is written as itself
-        self._bytes_to_id = {data: i for i, data in self._id_to_bytes.items()
-                             if self.decoder[i] not in self.special_tokens}
+        self._bytes_to_id = {}   # whole-token shortcut: bytes of an entry -> its id (GPT-2's merges only)
+        if len(encoder) == 50257 and _sha256(merges_file) == GPT2_MERGES_SHA256:
+            self._bytes_to_id = {data: i for i, data in self._id_to_bytes.items()
+                                 if self.decoder[i] not in self.special_tokens}
         self._merge_ranks = {}   # (left id, right id) -> rank
         self._merge_ids = {}     # (left id, right id) -> id of the merged token
         for rank, (left, right) in enumerate(merges):   # a repeated line: the last rank wins, as in HF
@@ -266,9 +274,7 @@ class GPT2Tokenizer:
         data = piece.encode("utf-8")
         whole = self._bytes_to_id.get(data)
         if whole is not None:
-            # The piece is one vocabulary entry, and BPE always rebuilds an entry from its own
-            # bytes (true for all of GPT-2's vocabulary; tests/test_tokenizer.py checks every id).
-            return (whole,)
+            return (whole,)     # one GPT-2 vocabulary entry: BPE would rebuild it (see GPT2_MERGES_SHA256)
         return tuple(self.bpe_ids(data))
 
     def _encode_chunk_uncached(self, chunk):
@@ -535,6 +541,11 @@ class GPT2Tokenizer:
     def explain(self, text, allowed_special="all"):
         """Show the work: pieces, their bytes, each merge applied, the ids. Returns an Explanation."""
         return explain(self, text, self._special_set(allowed_special, "allowed_special"))
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _as_id_list(ids):

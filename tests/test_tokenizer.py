@@ -227,6 +227,18 @@ def test_every_vocabulary_entry_rebuilds_itself(tok):
             assert tok.bpe_symbols(data) == [token], token
 
 
+def test_whole_token_shortcut_only_for_gpt2_merges(tmp_path, tok):
+    assert len(tok._bytes_to_id) == 50256
+    # A toy vocabulary where the entry "abc" is not what BPE makes of b"abc": (b, c) merges first.
+    vocab = {BYTE_TO_CHAR[b]: b for b in range(256)}
+    vocab.update({"bc": 256, "ab": 257, "abc": 258})
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\nb c\na b\nab c\n", encoding="utf-8")
+    toy = GPT2Tokenizer.from_pretrained(tmp_path)
+    assert toy._bytes_to_id == {}
+    assert toy.encode("abc") == [ord("a"), 256] == [toy.encoder[s] for s in toy.bpe_symbols(b"abc")]
+
+
 def test_string_merge_loop_equals_id_merge_loop(tok, shakespeare):
     pieces = set(tok._pretokenize.findall(shakespeare[:20000] + " ".join(_edge_case_texts()[:200])))
     for piece in pieces:
