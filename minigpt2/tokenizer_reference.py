@@ -24,16 +24,13 @@ def _checked(name, encode):
 def tiktoken_gpt2(folder=PACKAGE_VOCAB_DIR):
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-    from tiktoken_ext.openai_public import gpt2
+    from tiktoken_ext.openai_public import r50k_pat_str
 
-    # tiktoken's own converter: asserts the merges rebuild encoder.json exactly.
+    # tiktoken's own converter (it asserts that the merges rebuild encoder.json exactly), and the
+    # same arguments as tiktoken_ext.openai_public.gpt2(), which would download the files.
     ranks = data_gym_to_mergeable_bpe_ranks(str(folder / "vocab.bpe"), str(folder / "encoder.json"))
-    params = {**gpt2.__wrapped__(), "mergeable_ranks": ranks} if hasattr(gpt2, "__wrapped__") else None
-    if params is None:   # gpt2() would download; rebuild its dict around our ranks instead
-        from tiktoken_ext.openai_public import r50k_pat_str
-        params = {"name": "gpt2", "explicit_n_vocab": 50257, "pat_str": r50k_pat_str,
-                  "mergeable_ranks": ranks, "special_tokens": {ENDOFTEXT: 50256}}
-    encoding = tiktoken.Encoding(**params)
+    encoding = tiktoken.Encoding(name="gpt2", explicit_n_vocab=50257, pat_str=r50k_pat_str,
+                                 mergeable_ranks=ranks, special_tokens={ENDOFTEXT: 50256})
     _checked("tiktoken", encoding.encode_ordinary)
     return encoding
 
