@@ -6,7 +6,6 @@ offline from the same vocabulary files (minigpt2/tokenizer_reference.py), or fro
 
 import hashlib
 import json
-import random
 
 import numpy as np
 import pytest
@@ -16,7 +15,8 @@ from hypothesis import strategies as st
 from minigpt2.bytes_unicode import BYTE_TO_CHAR, CHAR_TO_BYTE, bytes_to_symbols, symbols_to_bytes
 from minigpt2.tokenizer import PACKAGE_VOCAB_DIR, GPT2Tokenizer
 
-from conftest import DATA_DIR
+from conftest import DATA_DIR, FIXTURES_DIR
+from tokenizer_cases import edge_case_texts
 
 EOT = 50256
 
@@ -125,28 +125,16 @@ def test_add_prefix_space_changes_the_first_id():
 
 # ----------------------------------------------------------------------------- vs the references
 
-def _edge_case_texts():
-    """Deterministic strings covering what usually breaks GPT-2 tokenizers."""
-    whitespace = [" ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", "\r\n\r\n", " \n ", "\u00a0", "\u3000",
-                  "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\u2028", "\u200b", " \t \n"]
-    contractions = [f"{w}'{c}" for w in ("I", "you", "YOU", "it") for c in
-                    ("s", "S", "t", "T", "re", "RE", "Re", "rE", "ve", "VE", "m", "M", "ll", "LL", "Ll", "d", "D")]
-    contractions += ["don't", "DON'T", "'s", "''s", "'", "'''", "rock'n'roll", "o'clock", "’s"]
-    digits = ["0", "2022", "1,000.50", "3.14159", "1e-5", "٣٤٥", "①②", "Ⅻ", "¾", "0x1F", "12345678901234567890"]
-    punctuation = ["?!", "...", "…", "--", "—", ":D", ";-)", "«»", "“quoted”", "<|", "|>", "<|endoftext", "@#$%^&*()",
-                   "!!!???", "```", "~~~", "\\n", "¿¡"]
-    emoji = ["🤗", "👨‍👩‍👧‍👦", "🏳️‍🌈", "👍🏽", "🇫🇷", "❤️", "🫠", "🧑🏿‍🚀"]
-    scripts = ["日本語のテキスト", "中文字符", "한국어", "العربية", "עברית", "हिन्दी", "ไทย", "Русский язык",
-               "Ελληνικά", "e\u0301", "ﬁ", "Ǆ", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "ᚠᛇᚻ", "ⴰⵣⵓⵍ", "Ꭰ"]
-    controls = ["\x00", "\x07", "\x1b[31m", "\x7f", "\ufeff", "\ufffd", "\U0010ffff", "\ud7ff"]
-    long_words = ["a" * 3000, "supercalifragilistic" * 60, "🤗" * 200, "ab1" * 500, " " * 1000,
-                  "\n" * 300, "x" + "\u0301" * 200]
-    blocks = whitespace + contractions + digits + punctuation + emoji + scripts + controls + long_words
-    texts = list(blocks)
-    rng = random.Random(0)
-    for _ in range(800):
-        texts.append("".join(rng.choice(blocks[:-len(long_words)]) for _ in range(rng.randint(2, 8))))
-    return texts
+def test_committed_reference_ids_and_offsets(tok):
+    # Made by tests/fixtures/make_tokenizer_fixtures.py from tiktoken and tokenizers: runs without them.
+    fixture = json.loads((FIXTURES_DIR / "tokenizer_reference.json").read_text(encoding="utf-8"))
+    assert len(fixture["cases"]) > 250
+    for case in fixture["cases"]:
+        text = case["text"]
+        got = tok(text, return_offsets_mapping=True)
+        assert got["input_ids"] == case["ids"], repr(text)
+        assert got["offset_mapping"] == [tuple(span) for span in case["offsets"]], repr(text)
+        assert tok.encode_ordinary(text) == case["ordinary_ids"], repr(text)
 
 
 def test_tinyshakespeare_whole_file(tok, tiktoken_enc, hf_fast, shakespeare):
@@ -177,7 +165,7 @@ def test_blns_line_by_line(tok, tiktoken_enc, hf_fast, blns):
 
 
 def test_generated_edge_cases(tok, tiktoken_enc, hf_fast):
-    texts = _edge_case_texts()
+    texts = edge_case_texts()
     ours = [tok.encode(t) for t in texts]
     assert ours == tiktoken_enc.encode_batch(texts, allowed_special="all", num_threads=1)
     assert ours == [e.ids for e in hf_fast.encode_batch(texts)]
@@ -191,7 +179,7 @@ def test_offsets_match_tokenizers(hf_fast):
                                           add_prefix_space=add_prefix_space)
         reference.add_special_tokens(["<|endoftext|>"])
         tok = GPT2Tokenizer.from_pretrained("gpt2", add_prefix_space=add_prefix_space)
-        for text in _edge_case_texts()[:300] + ["a<|endoftext|>b", "<|endoftext|> é\n", " x"]:
+        for text in edge_case_texts()[:300] + ["a<|endoftext|>b", "<|endoftext|> é\n", " x"]:
             expected = reference.encode(text)
             got = tok(text, return_offsets_mapping=True)
             assert got["input_ids"] == expected.ids, repr(text)
@@ -240,7 +228,7 @@ def test_whole_token_shortcut_only_for_gpt2_merges(tmp_path, tok):
 
 
 def test_string_merge_loop_equals_id_merge_loop(tok, shakespeare):
-    pieces = set(tok._pretokenize.findall(shakespeare[:20000] + " ".join(_edge_case_texts()[:200])))
+    pieces = set(tok._pretokenize.findall(shakespeare[:20000] + " ".join(edge_case_texts()[:200])))
     for piece in pieces:
         symbols = tok.bpe_symbols(piece.encode("utf-8"))
         assert [tok.encoder[s] for s in symbols] == tok.bpe_ids(piece.encode("utf-8")), piece
