@@ -40,9 +40,13 @@ import math
 import os
 import types
 
+import llvmlite.ir
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.extending import intrinsic
+
+from .quantize import PackedWeight
 
 # linear() on at most this many rows uses the streaming matrix-vector kernels; more rows go to
 # BLAS. Measured crossover on the 2-core benchmark machine (benchmarks/bench_kernels.py).
@@ -77,9 +81,23 @@ def _threaded_and_serial(fastmath=False):
 
 
 def _openblas_set_num_threads():
-    """The `set_num_threads` function of the OpenBLAS that NumPy bundles, or None if not found."""
+    """The `set_num_threads` function of the OpenBLAS that NumPy loaded, or None if not found.
+
+    The library is found among the files this process has mapped (NumPy's wheels bundle it as
+    numpy.libs/libscipy_openblas*.so; a system NumPy links libopenblas.so).
+    """
+    paths = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split(maxsplit=5)[-1].strip()
+                if "openblas" in os.path.basename(path).lower() and ".so" in path:
+                    paths.add(path)
+    except OSError:
+        pass
     libs_dir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in sorted(glob.glob(os.path.join(libs_dir, "*openblas*"))):
+    paths.update(glob.glob(os.path.join(libs_dir, "*openblas*")))
+    for path in sorted(paths):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -291,12 +309,96 @@ def _matvec_out_in(x, weight_t, bias, apply_gelu, out):
             out[r, o] = _gelu_scalar(total) if apply_gelu else total
 
 
+# ---- packed (bfloat16 / float16 / int8) weights: see quantize.py
+# The decode kernel reads the packed bytes and widens each value to float32 in registers, so
+# memory traffic shrinks to 2 or 1 bytes per weight while the sums stay float32.
+
+
+@intrinsic
+def _bits_to_float32(typingctx, bits):
+    """Reinterpret a uint32's bits as a float32 (a free register move; NumPy's .view for scalars)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvmlite.ir.FloatType())
+    return numba.types.float32(numba.types.uint32), codegen
+
+
+@njit(inline="always")
+def _bfloat16_to_float32(raw):
+    # raw: uint16 bits; bfloat16 is the upper half of a float32
+    return _bits_to_float32(np.uint32(raw) << np.uint32(16))
+
+
+@njit(inline="always")
+def _float16_to_float32(raw):
+    # raw: uint16 IEEE half bits. Branch-free (selects), so the loop still vectorises.
+    magnitude = np.uint32(raw) & np.uint32(0x7FFF)
+    normal = _bits_to_float32((magnitude << np.uint32(13)) + np.uint32(0x38000000))     # exp + 112
+    special = _bits_to_float32((magnitude << np.uint32(13)) | np.uint32(0x7F800000))    # inf, nan
+    tiny = np.float32(magnitude) * np.float32(5.9604644775390625e-08)                   # 2**-24
+    value = special if magnitude >= 0x7C00 else (normal if magnitude >= 0x0400 else tiny)
+    return -value if (np.uint32(raw) & np.uint32(0x8000)) else value
+
+
+@njit(inline="always")
+def _int8_to_float32(raw):
+    return np.float32(raw)
+
+
+@_threaded_and_serial(fastmath=_REDUCE)
+def _matvec_packed(x, data, scale, bias, apply_gelu, to_float32, out):
+    # x [m, n_in] @ dequant(data [n_out, n_in]).T * scale[n_out] + bias -> out [m, n_out]
+    # to_float32 widens one stored value; scale is all ones except for int8.
+    m, n_in = x.shape
+    n_out = data.shape[0]
+    for o in prange(n_out):
+        row = data[o]
+        for r in range(m):
+            total = np.float32(0.0)
+            for i in range(n_in):
+                total += x[r, i] * to_float32(row[i])
+            total = total * scale[o] + bias[o]
+            out[r, o] = _gelu_scalar(total) if apply_gelu else total
+
+
+_WIDEN = {"bfloat16": _bfloat16_to_float32, "float16": _float16_to_float32, "int8": _int8_to_float32}
+
+
+def _linear_packed(x2, weight, bias, apply_gelu, out):
+    """linear() for a PackedWeight: the packed kernel for decode, dequantize + BLAS for prefill."""
+    m = x2.shape[0]
+    if m <= MATVEC_MAX_ROWS and weight.rows_are_outputs:
+        data = weight.data.view(np.uint16) if weight.storage == "float16" else weight.data
+        scale = weight.scale if weight.scale is not None else _ones(data.shape[0])
+        serial = data.size <= SERIAL_MAX_ELEMENTS
+        _matvec_packed[serial](x2, data, scale, bias, apply_gelu, _WIDEN[weight.storage], out)
+    else:
+        np.matmul(x2, np.asarray(weight), out=out)             # dequantized copy, then BLAS
+        _bias_act_inplace[out.size <= SERIAL_MAX_ELEMENTS](out, bias, apply_gelu)
+    return out
+
+
+_ONES = {}
+
+
+def _ones(n):
+    """A cached float32 vector of n ones (the scale of unscaled packed weights)."""
+    if n not in _ONES:
+        _ONES[n] = np.ones(n, dtype=np.float32)
+    return _ONES[n]
+
+
 def _linear(x, weight, bias, apply_gelu):
     x2, lead = _rows(x, "x")
-    weight = np.asarray(weight)
+    if not isinstance(weight, PackedWeight):
+        weight = np.asarray(weight)
     if weight.ndim != 2 or weight.shape[0] != x2.shape[1]:
         raise ValueError(f"weight must have shape ({x2.shape[1]}, n_out) for x of shape "
                          f"{tuple(lead) + (x2.shape[1],)}, got {weight.shape}")
+    if isinstance(weight, PackedWeight):
+        n_out = weight.shape[1]
+        out = np.empty((x2.shape[0], n_out), dtype=np.float32)
+        _linear_packed(x2, weight, _vector(bias, n_out, "bias"), apply_gelu, out)
+        return out.reshape(*lead, n_out)
     if weight.dtype != np.float32:
         weight = weight.astype(np.float32)
     n_out = weight.shape[1]
