@@ -399,6 +399,34 @@ def test_save_pretrained_keeps_settings(tmp_path):
     assert GPT2Tokenizer.from_pretrained(tmp_path, add_prefix_space=False).encode("Hi") == [17250]
 
 
+def test_transformers_agrees_on_our_saved_folder(tmp_path):
+    # transformers 5 loads what save_pretrained wrote; its __call__ is the reference for batches.
+    transformers = pytest.importorskip("transformers")
+    ours = GPT2Tokenizer.from_pretrained("gpt2")
+    ours.save_pretrained(tmp_path)
+    theirs = transformers.GPT2Tokenizer.from_pretrained(str(tmp_path))
+    texts = edge_case_texts(n_random=60)[::3] + ["a<|endoftext|>b", "Hello world"]
+    assert [ours.encode(t) for t in texts] == [theirs.encode(t) for t in texts]
+    with pytest.raises(ValueError):
+        theirs(["a", "b c"], padding=True)            # both refuse to pad without a pad token
+    batch = ["Hello world, again", "Hi", "<|endoftext|> x"]
+    for tok in (ours, theirs):
+        tok.pad_token = tok.eos_token
+    for side in ("right", "left"):
+        ours.padding_side = theirs.padding_side = side
+        ours.truncation_side = theirs.truncation_side = side
+        for kwargs in ({"padding": True}, {"padding": "max_length", "max_length": 6},
+                       {"padding": True, "truncation": True, "max_length": 3}):
+            expected = theirs(batch, return_tensors="np", return_offsets_mapping=True, **kwargs)
+            got = ours(batch, return_tensors="np", return_offsets_mapping=True, **kwargs)
+            for key in ("input_ids", "attention_mask", "offset_mapping"):
+                np.testing.assert_array_equal(got[key], expected[key], err_msg=f"{key} {side} {kwargs}")
+    prefixed = transformers.GPT2Tokenizer.from_pretrained(str(tmp_path), add_prefix_space=True)
+    ours_prefixed = GPT2Tokenizer.from_pretrained(tmp_path, add_prefix_space=True)
+    for text in ["Hello world", " x", "a<|endoftext|>b", "\n", ""]:
+        assert ours_prefixed.encode(text) == prefixed.encode(text), repr(text)
+
+
 @pytest.mark.parametrize("name", ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"])
 def test_official_names_load_offline(name):
     assert GPT2Tokenizer.from_pretrained(name).encode("Hello world") == [15496, 995]
