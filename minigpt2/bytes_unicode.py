@@ -46,6 +46,11 @@ def bytes_to_symbols(data):
     return data.decode("latin-1").translate(_LATIN1_TO_SYMBOL)   # latin-1: byte n -> chr(n)
 
 
+def is_symbol_string(token):
+    """True if every character of `token` is one of the 256 byte stand-ins: 'Ġhi' yes, '<my token>' no."""
+    return _ALPHABET.issuperset(token)
+
+
 def symbols_to_bytes(symbols):
     """'Ġhi' -> b' hi': the bytes a vocabulary string stands for."""
     if not _ALPHABET.issuperset(symbols):

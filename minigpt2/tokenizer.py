@@ -28,7 +28,7 @@ import regex
 
 from minigpt2.batch_encoding import pad_and_stack
 from minigpt2.bpe_explain import explain
-from minigpt2.bytes_unicode import BYTE_TO_CHAR, bytes_to_symbols, symbols_to_bytes
+from minigpt2.bytes_unicode import BYTE_TO_CHAR, bytes_to_symbols, is_symbol_string, symbols_to_bytes
 
 # OpenAI's pattern (openai/gpt-2 src/encoder.py). The contractions are case-sensitive (OpenAI's
 # comment: "Should have added re.IGNORECASE"): "I'm" -> "I", "'m" but "I'M" -> "I", "'", "M".
@@ -134,7 +134,10 @@ class GPT2Tokenizer:
         self.model_max_length = model_max_length
         self.unk_token, self.bos_token, self.eos_token = unk_token, bos_token, eos_token
         self.pad_token = pad_token   # None, as in transformers: GPT-2 was trained without padding
+        # Special tokens: <|endoftext|>, and any entry that is not spelled in the byte alphabet
+        # (a token added to vocab.json by hand, such as "<my pad>"): matched as whole text, never BPE'd.
         self.special_tokens = {t: encoder[t] for t in {unk_token, bos_token, eos_token} if t in encoder}
+        self.special_tokens.update({t: i for t, i in encoder.items() if not is_symbol_string(t)})
         self._all_special = frozenset(self.special_tokens)
 
         # The tables the fast path uses: everything as ids and bytes, no symbol strings.
@@ -146,7 +149,7 @@ class GPT2Tokenizer:
         self._id_to_bytes = {i: token.encode("utf-8") if token in self.special_tokens else symbols_to_bytes(token)
                              for token, i in encoder.items()}   # "<|endoftext|>" is written as itself
         self._bytes_to_id = {}   # whole-token shortcut: bytes of an entry -> its id (GPT-2's merges only)
-        if len(encoder) == 50257 and _sha256(merges_file) == GPT2_MERGES_SHA256:
+        if len(encoder) - len(self.special_tokens) == 256 + 50000 and _sha256(merges_file) == GPT2_MERGES_SHA256:
             self._bytes_to_id = {data: i for i, data in self._id_to_bytes.items()
                                  if self.decoder[i] not in self.special_tokens}
         self._merge_ranks = {}   # (left id, right id) -> rank

@@ -227,6 +227,18 @@ def test_whole_token_shortcut_only_for_gpt2_merges(tmp_path, tok):
     assert toy.encode("abc") == [ord("a"), 256] == [toy.encoder[s] for s in toy.bpe_symbols(b"abc")]
 
 
+def test_added_tokens_outside_the_byte_alphabet_are_special(tmp_path):
+    encoder = json.loads((PACKAGE_VOCAB_DIR / "encoder.json").read_text(encoding="utf-8"))
+    encoder["<my pad>"] = 50257
+    (tmp_path / "vocab.json").write_text(json.dumps(encoder), encoding="utf-8")
+    (tmp_path / "merges.txt").write_bytes((PACKAGE_VOCAB_DIR / "vocab.bpe").read_bytes())
+    tok = GPT2Tokenizer.from_pretrained(tmp_path, pad_token="<my pad>")
+    assert tok.encode("Hello<my pad>") == [15496, 50257] and tok.pad_token_id == 50257
+    assert tok.decode([15496, 50257]) == "Hello<my pad>"
+    assert 50257 not in tok.encode_ordinary("Hello<my pad>")
+    assert len(tok._bytes_to_id) == 50256      # still GPT-2's merges: the shortcut stays on
+
+
 def test_string_merge_loop_equals_id_merge_loop(tok, shakespeare):
     pieces = set(tok._pretokenize.findall(shakespeare[:20000] + " ".join(edge_case_texts()[:200])))
     for piece in pieces:
