@@ -166,10 +166,22 @@ class GPT2Tokenizer:
         self._pretokenize = regex.compile(PRETOKENIZE_PATTERN)
         self._pretokenize_ascii = re.compile(ASCII_PRETOKENIZE_PATTERN, re.ASCII)
         self._chunk_boundary = re.compile(CHUNK_BOUNDARY_PATTERN)
-        # Per-instance LRU caches (bounded, unlike OpenAI's dict): chunk -> ids and piece -> ids.
         self.cache_size = cache_size
-        self._encode_chunk = functools.lru_cache(maxsize=cache_size)(self._encode_chunk_uncached)
-        self._encode_piece = functools.lru_cache(maxsize=cache_size)(self._encode_piece_uncached)
+        self._make_caches()
+
+    def _make_caches(self):
+        # Per-instance LRU caches (bounded, unlike OpenAI's dict): chunk -> ids and piece -> ids.
+        self._encode_chunk = functools.lru_cache(maxsize=self.cache_size)(self._encode_chunk_uncached)
+        self._encode_piece = functools.lru_cache(maxsize=self.cache_size)(self._encode_piece_uncached)
+
+    def __getstate__(self):      # pickle (multiprocessing) without the caches, which cannot be pickled
+        state = dict(self.__dict__)
+        del state["_encode_chunk"], state["_encode_piece"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._make_caches()
 
     # ------------------------------------------------------------------ loading and saving
 

@@ -271,6 +271,14 @@ def test_ascii_pattern_on_every_ascii_pair(tok):
     assert [tok._pretokenize_ascii.findall(t) for t in texts] == [tok._pretokenize.findall(t) for t in texts]
 
 
+def test_pickle_and_copy(tok):
+    import copy
+    import pickle
+    for clone in (pickle.loads(pickle.dumps(tok)), copy.deepcopy(tok)):
+        assert clone.encode("Hello world<|endoftext|>") == [15496, 995, EOT]
+        assert clone._encode_chunk is not tok._encode_chunk      # its own caches
+
+
 def test_contractions_are_case_sensitive(tok):
     assert tok.tokenize("I'm") == ["I", "'m"]
     assert tok.tokenize("I'M") == ["I", "'", "M"]
