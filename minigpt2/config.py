@@ -58,6 +58,9 @@ class GPT2Config:
     # Classification heads: label names, as transformers keeps them. num_labels = len(id2label).
     id2label: dict = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
     label2id: dict = field(default_factory=lambda: {"LABEL_0": 0, "LABEL_1": 1})
+    # Sequence-classification loss: "regression", "single_label_classification",
+    # "multi_label_classification", or None to choose from num_labels and the labels' dtype.
+    problem_type: str | None = None
     model_type: str = "gpt2"
     # Every other key read from a config.json, kept verbatim so that writing it back loses nothing.
     extra: dict = field(default_factory=dict, repr=False)

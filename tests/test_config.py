@@ -76,6 +76,15 @@ def test_num_labels():
     assert c.num_labels == 2 and c.id2label[1] == "pos"
 
 
+def test_problem_type_is_a_field_that_round_trips(tmp_path):
+    assert GPT2Config().problem_type is None            # transformers' default: choose per call
+    c = GPT2Config(num_labels=1, problem_type="regression")
+    c.save_pretrained(tmp_path)
+    assert GPT2Config.from_pretrained(tmp_path).problem_type == "regression"
+    transformers = pytest.importorskip("transformers")
+    assert transformers.GPT2Config.from_pretrained(tmp_path).problem_type == "regression"
+
+
 def test_presets():
     expected = {"gpt2": (768, 12, 12), "gpt2-medium": (1024, 24, 16), "gpt2-large": (1280, 36, 20),
                 "gpt2-xl": (1600, 48, 25), "distilgpt2": (768, 6, 12)}
