@@ -33,8 +33,10 @@ def default_folder(model="gpt2"):
     return minigpt2_cache_dir() / "bench" / f"{model}-random"
 
 
-def write_random_checkpoint(folder, model="gpt2", seed=0, std=0.02):
+def write_random_checkpoint(folder, model="gpt2", seed=0, std=0.02, config=None):
     """Write config.json + model.safetensors for the preset `model` with N(0, std) weights.
+
+    `config` (a GPT2Config) replaces the preset, for small test models.
 
     Layer norms get weight 1 and bias 0, as freshly initialised GPT-2. The tensors are generated
     into a scratch memory map next to the output, so even gpt2-xl (6.2 GB) never sits in RAM.
@@ -44,7 +46,7 @@ def write_random_checkpoint(folder, model="gpt2", seed=0, std=0.02):
     from .config import PRESETS, GPT2Config
     from .safetensors import save_file
 
-    if model not in PRESETS:
+    if config is None and model not in PRESETS:
         raise ValueError(f"model must be one of {sorted(PRESETS)}, got {model!r}")
     folder = Path(folder)
     weights_path = folder / "model.safetensors"
@@ -52,7 +54,7 @@ def write_random_checkpoint(folder, model="gpt2", seed=0, std=0.02):
     if weights_path.exists() and marker.exists() and json.loads(marker.read_text()) == {"model": model, "seed": seed}:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    config = GPT2Config(**PRESETS[model])
+    config = config if config is not None else GPT2Config(**PRESETS[model])
     config.save_pretrained(folder)
     shapes = expected_body_shapes(config)
     total = sum(int(np.prod(shape)) for shape in shapes.values())
@@ -92,31 +94,33 @@ def _peak_rss_mb():
 
 
 class _Runner:
-    """prefill(ids) -> last-position logits; decode(prompt, n) -> seconds for n greedy steps."""
+    """prefill(ids) -> last-position logits; decode(prompt, n) -> (seconds for n greedy steps, tokens)."""
 
-    def __init__(self, backend, folder, threads):
+    def __init__(self, backend, folder, threads, dtype="float32"):
         self.backend = backend
         if backend == "transformers":
             import torch
             from transformers import GPT2LMHeadModel as HFModel
             torch.set_num_threads(threads)
             self.torch = torch
-            self.model = HFModel.from_pretrained(folder, dtype=torch.float32).eval()
+            torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+            self.model = HFModel.from_pretrained(folder, dtype=torch_dtype).eval()
         else:
             from . import kernels
             from .model import GPT2LMHeadModel
+            from .quantize import convert_model
             kernels.set_num_threads(threads)     # both Numba's and BLAS's pools (numpy uses BLAS too)
-            self.model = GPT2LMHeadModel.from_pretrained(folder, backend=backend)
+            self.model = convert_model(GPT2LMHeadModel.from_pretrained(folder, backend=backend), dtype)
 
     def prefill(self, ids):
-        """ids [1, t] -> logits of the last position [vocab]."""
+        """ids [b, t] -> logits of the last position [b, vocab]."""
         if self.backend == "transformers":
             with self.torch.inference_mode():
-                return self.model(self.torch.from_numpy(ids), logits_to_keep=1).logits[0, -1].numpy()
-        return self.model(ids, logits_to_keep=1).logits[0, -1]
+                return self.model(self.torch.from_numpy(ids), logits_to_keep=1).logits[:, -1].float().numpy()
+        return self.model(ids, logits_to_keep=1).logits[:, -1]
 
     def decode(self, ids, n_new):
-        """Prefill ids [1, t] with a cache, then n_new greedy steps; returns (seconds for the steps, tokens)."""
+        """Prefill ids [b, t] with a cache, then n_new greedy steps for every row."""
         tokens = []
         if self.backend == "transformers":
             torch = self.torch
@@ -125,7 +129,7 @@ class _Runner:
                 start = time.perf_counter()
                 for _ in range(n_new):
                     next_id = out.logits[:, -1].argmax(-1, keepdim=True)
-                    tokens.append(int(next_id))
+                    tokens.append(int(next_id[0, 0]))
                     out = self.model(next_id, past_key_values=out.past_key_values, use_cache=True)
                 return time.perf_counter() - start, tokens
         out = self.model(ids, use_cache=True, logits_to_keep=1)
@@ -137,19 +141,29 @@ class _Runner:
         return time.perf_counter() - start, tokens
 
 
-def run_worker(backend, folder, lengths, new_tokens, repeats, threads, launched_at=None, only_start=False):
-    """Measure one backend in this process; returns a dict of results (times in seconds)."""
-    t_import = time.perf_counter()
-    runner = _Runner(backend, folder, threads)
-    load_s = time.perf_counter() - t_import
-    vocab = 50257
+def _rss_mb():
+    """Current resident memory of this process (VmRSS), in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_worker(backend, folder, lengths, new_tokens, repeats, threads, dtype="float32", batch=1,
+               launched_at=None, only_start=False):
+    """Measure one configuration in this process; returns a dict of results (times in seconds)."""
+    t_load = time.perf_counter()
+    runner = _Runner(backend, folder, threads, dtype)
+    result = {"backend": backend, "dtype": dtype, "batch": batch,
+              "load_s": time.perf_counter() - t_load, "rss_after_load_mb": _rss_mb()}
+    vocab = 50257 if backend == "transformers" else runner.model.config.vocab_size
     rng = np.random.default_rng(0)
-    prompt = rng.integers(0, vocab, size=(1, PROMPT_TOKENS))
+    prompt = rng.integers(0, vocab, size=(batch, PROMPT_TOKENS))
     # first call: a 16-token prompt and one decode step (the Numba kernels compile or load here)
     t0 = time.perf_counter()
     runner.decode(prompt, 1)
-    first_call_s = time.perf_counter() - t0
-    result = {"backend": backend, "load_s": load_s, "first_call_s": first_call_s}
+    result["first_call_s"] = time.perf_counter() - t0
     if launched_at is not None:
         result["start_to_first_token_s"] = time.time() - launched_at
     if only_start:
@@ -160,23 +174,24 @@ def run_worker(backend, folder, lengths, new_tokens, repeats, threads, launched_
         return result
     prefill = {}
     for length in lengths:
-        ids = rng.integers(0, vocab, size=(1, length))
+        ids = rng.integers(0, vocab, size=(batch, length))
         runner.prefill(ids)                                   # warm up this shape
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
             runner.prefill(ids)
             best = min(best, time.perf_counter() - t0)
-        prefill[str(length)] = length / best
+        prefill[str(length)] = batch * length / best
     result["prefill_tok_s"] = prefill
     if new_tokens:
         best, tokens = float("inf"), None
         for _ in range(max(1, repeats - 1)):
             seconds, tokens = runner.decode(prompt, new_tokens)
             best = min(best, seconds)
-        result["decode_tok_s"] = new_tokens / best
+        result["decode_tok_s"] = batch * new_tokens / best
         result["decode_tokens"] = tokens
     result["peak_rss_mb"] = _peak_rss_mb()
+    result["rss_mb"] = _rss_mb()
     return result
 
 
@@ -184,6 +199,8 @@ def _worker_cli(argv):
     parser = argparse.ArgumentParser(prog="python -m minigpt2.bench worker")
     parser.add_argument("--backend", choices=BACKENDS, required=True)
     parser.add_argument("--folder", required=True)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--lengths", type=int, nargs="*", default=[])
     parser.add_argument("--new-tokens", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2)
@@ -192,16 +209,16 @@ def _worker_cli(argv):
     parser.add_argument("--only-start", action="store_true")
     args = parser.parse_args(argv)
     result = run_worker(args.backend, args.folder, args.lengths, args.new_tokens, args.repeats,
-                        args.threads, args.launched_at, args.only_start)
+                        args.threads, args.dtype, args.batch, args.launched_at, args.only_start)
     print("RESULT " + json.dumps(result), flush=True)
 
 
 # ---------------------------------------------------------------------------------- the whole run
 
-def _spawn(backend, folder, numba_cache_dir, **options):
-    """Run one worker in a fresh Python process and return its result dict."""
-    command = [sys.executable, "-m", "minigpt2.bench", "worker", "--backend", backend, "--folder", str(folder)]
-    for name, value in options.items():
+def _spawn(spec, numba_cache_dir, **options):
+    """Run one worker for spec = {backend, folder, dtype, batch} in a fresh Python process."""
+    command = [sys.executable, "-m", "minigpt2.bench", "worker"]
+    for name, value in {**spec, **options}.items():
         flag = "--" + name.replace("_", "-")
         if value is True:
             command.append(flag)
@@ -218,7 +235,57 @@ def _spawn(backend, folder, numba_cache_dir, **options):
     for line in completed.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"benchmark worker {backend} failed:\n{completed.stderr[-3000:]}")
+    raise RuntimeError(f"benchmark worker {spec} failed:\n{completed.stderr[-3000:]}")
+
+
+def run_columns(columns, lengths, new_tokens, repeats=2, rounds=2, threads=2, start_times=False,
+                numba_cache_dir=None, log=print):
+    """Measure each column {label: spec}; the columns take turns, `rounds` times, best kept.
+
+    spec = {"backend", "folder", "dtype", "batch"}. With start_times, each column first gets a
+    start-time worker (and numba columns a cold-cache compile measurement, once).
+    Returns {label: merged results}.
+    """
+    results = {label: {} for label in columns}                # keeps the column order
+    with tempfile.TemporaryDirectory(prefix="minigpt2-numba-cache-") as fresh_dir:
+        cache_dir = numba_cache_dir or fresh_dir
+        if start_times:
+            compiled = False
+            for label, spec in columns.items():
+                if spec["backend"] == "numba" and not compiled:
+                    log(f"{label}: first process (empty Numba cache: compiles every kernel)")
+                    cold = _spawn(spec, cache_dir, only_start=True, threads=threads)
+                    results[label]["compile_s"] = cold["first_call_s"] - cold["second_call_s"]
+                    compiled = True
+                log(f"{label}: start time (fresh process)")
+                start = _spawn(spec, cache_dir, only_start=True, threads=threads)
+                results[label]["start_s"] = start["start_to_first_token_s"]
+        for round_index in range(rounds):
+            for label, spec in columns.items():
+                log(f"round {round_index + 1}/{rounds}: {label}")
+                r = _spawn(spec, cache_dir, lengths=lengths, new_tokens=new_tokens,
+                           repeats=repeats, threads=threads)
+                merged = results[label]
+                for key in ("peak_rss_mb", "rss_mb"):
+                    merged[key] = max(merged.get(key, 0.0), r[key])
+                merged["load_s"] = min(merged.get("load_s", float("inf")), r["load_s"])
+                merged["rss_after_load_mb"] = min(merged.get("rss_after_load_mb", float("inf")),
+                                                  r["rss_after_load_mb"])
+                prefill = merged.setdefault("prefill_tok_s", {})
+                for length, value in r["prefill_tok_s"].items():
+                    prefill[length] = max(prefill.get(length, 0.0), value)
+                if "decode_tok_s" in r:
+                    merged["decode_tok_s"] = max(merged.get("decode_tok_s", 0.0), r["decode_tok_s"])
+                    merged["decode_tokens"] = r["decode_tokens"]
+    return results
+
+
+def run_benchmark(folder, backends, lengths, new_tokens, repeats=2, rounds=2, threads=2, log=print,
+                  dtype="float32", batch=1):
+    """The forward table: one column per backend on the checkpoint in `folder`."""
+    columns = {backend: {"backend": backend, "folder": str(folder), "dtype": dtype, "batch": batch}
+               for backend in backends}
+    return run_columns(columns, lengths, new_tokens, repeats, rounds, threads, start_times=True, log=log)
 
 
 def transformers_available():
@@ -229,62 +296,35 @@ def transformers_available():
         return False
 
 
-def run_benchmark(folder, backends, lengths, new_tokens, repeats=2, rounds=2, threads=2, log=print):
-    """Measure every backend on the checkpoint in `folder`; returns {backend: merged results}."""
-    results = {backend: {} for backend in backends}          # keeps the column order
-    with tempfile.TemporaryDirectory(prefix="minigpt2-numba-cache-") as numba_cache_dir:
-        if "numba" in backends:
-            log("numba: first process (empty Numba cache: compiles every kernel)")
-            cold = _spawn("numba", folder, numba_cache_dir, only_start=True, threads=threads)
-            log("numba: second process (warm cache)")
-            warm = _spawn("numba", folder, numba_cache_dir, only_start=True, threads=threads)
-            results["numba"].update(compile_s=cold["first_call_s"] - cold["second_call_s"],
-                                    start_s=warm["start_to_first_token_s"])
-        for backend in backends:
-            if backend != "numba":
-                log(f"{backend}: start time")
-                start = _spawn(backend, folder, numba_cache_dir, only_start=True, threads=threads)
-                results[backend]["start_s"] = start["start_to_first_token_s"]
-        for round_index in range(rounds):
-            for backend in backends:
-                log(f"round {round_index + 1}/{rounds}: {backend}")
-                r = _spawn(backend, folder, numba_cache_dir, lengths=lengths, new_tokens=new_tokens,
-                           repeats=repeats, threads=threads)
-                merged = results[backend]
-                merged["peak_rss_mb"] = max(merged.get("peak_rss_mb", 0.0), r["peak_rss_mb"])
-                prefill = merged.setdefault("prefill_tok_s", {})
-                for length, value in r["prefill_tok_s"].items():
-                    prefill[length] = max(prefill.get(length, 0.0), value)
-                if "decode_tok_s" in r:
-                    merged["decode_tok_s"] = max(merged.get("decode_tok_s", 0.0), r["decode_tok_s"])
-                    merged["decode_tokens"] = r["decode_tokens"]
-    return results
+def format_table(results, lengths, new_tokens, compare=("numba", "transformers"), batch=1):
+    """Markdown table: one row per measurement, one column per configuration, and a ratio
+    column compare[0] / compare[1] when both are present (rows where higher is better)."""
+    labels = list(results)
+    ratio = compare if compare and all(c in results for c in compare) else None
+    lines = ["| | " + " | ".join(labels) + (f" | {ratio[0]} / {ratio[1]} |" if ratio else " |"),
+             "|---|" + "---:|" * (len(labels) + bool(ratio))]
 
-
-def format_table(results, lengths, new_tokens):
-    """Markdown table: one row per measurement, one column per backend (+ ratios vs transformers)."""
-    backends = list(results)
-    ref = results.get("transformers")
-    header = "| | " + " | ".join(backends) + (" | numba / transformers |" if ref and "numba" in results else " |")
-    lines = [header, "|---|" + "---:|" * (len(backends) + (1 if ref and "numba" in results else 0))]
-
-    def row(label, getter, fmt, ratio=True):
-        cells = []
-        for b in backends:
-            value = getter(results[b])
-            cells.append(fmt.format(value) if value is not None else "–")
-        if ref and "numba" in results:
-            a, r = getter(results["numba"]), getter(ref)
-            cells.append(f"{a / r:.2f}x" if ratio and a and r else "")
+    def row(label, getter, fmt, higher_is_better=True):
+        values = [getter(results[name]) for name in labels]
+        if all(v is None for v in values):
+            return
+        cells = [fmt.format(v) if v is not None else "–" for v in values]
+        if ratio:
+            a, b = getter(results[ratio[0]]), getter(results[ratio[1]])
+            cells.append(f"{a / b:.2f}x" if higher_is_better and a and b else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     for length in lengths:
         row(f"prefill {length} tok/s", lambda r, k=str(length): r.get("prefill_tok_s", {}).get(k), "{:,.0f}")
     if new_tokens:
-        row(f"decode tok/s ({PROMPT_TOKENS}-token prompt, {new_tokens} new)", lambda r: r.get("decode_tok_s"), "{:.1f}")
-    row("Numba compile, first process (s)", lambda r: r.get("compile_s"), "{:.1f}", ratio=False)
-    row("start to first token, fresh process (s)", lambda r: r.get("start_s"), "{:.2f}", ratio=False)
-    row("peak RSS (MB)", lambda r: r.get("peak_rss_mb"), "{:,.0f}", ratio=False)
+        what = f"batch {batch}, " if batch != 1 else ""
+        row(f"decode tok/s ({what}{PROMPT_TOKENS}-token prompt, {new_tokens} new)",
+            lambda r: r.get("decode_tok_s"), "{:.1f}")
+    row("Numba compile, first process (s)", lambda r: r.get("compile_s"), "{:.1f}", False)
+    row("start to first token, fresh process (s)", lambda r: r.get("start_s"), "{:.2f}", False)
+    row("load (s)", lambda r: r.get("load_s"), "{:.2f}", False)
+    row("RSS after load (MB)", lambda r: r.get("rss_after_load_mb"), "{:,.0f}", False)
+    row("peak RSS (MB)", lambda r: r.get("peak_rss_mb"), "{:,.0f}", False)
     return "\n".join(lines)
 
 
@@ -301,7 +341,8 @@ def machine_description():
                     break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, NumPy {np.__version__}, "
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cpu}, {cores} cores usable; Python {platform.python_version()}, NumPy {np.__version__}, "
             f"Numba {numba.__version__}")
 
 

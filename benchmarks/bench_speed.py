@@ -1,0 +1,124 @@
+"""Issue 8's tables: weight storage types, batched decoding, and the five GPT-2 sizes.
+
+Random checkpoints of the official shapes (minigpt2.bench.write_random_checkpoint, the project's
+own writer, kept in ~/.cache/minigpt2/bench/) are measured in fresh worker processes that take
+turns, so the numbers in one table are measured side by side:
+
+  dtypes  GPT-2 124M, numba backend with float32 / bfloat16 / float16 / int8 weights (float32
+          compute) and transformers float32: prefill 512/1024 tok/s, decode tok/s (batch 1),
+          load time, RSS; plus the weight bytes streamed per token and the GB/s that implies.
+  batch   GPT-2 124M decode throughput (all rows' tokens/s) at batch 1, 2, 4, 8, 16.
+  sizes   every preset (distilgpt2 ... gpt2-xl): load time, RSS, decode tok/s and GB/s, float32
+          and bfloat16.
+
+    python benchmarks/bench_speed.py                       # all three tables
+    python benchmarks/bench_speed.py --tables dtypes batch --quick
+    python benchmarks/bench_speed.py --tables sizes --sizes gpt2 gpt2-medium
+
+gpt2-xl needs 6.2 GB of disk for its random float32 checkpoint (written once) and about 7 GB of RAM.
+"""
+
+import argparse
+import time
+
+from minigpt2 import bench
+from minigpt2.config import GPT2Config, PRESETS
+from minigpt2.quantize import BYTES_PER_WEIGHT
+
+SIZES = ["distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
+
+
+def streamed_bytes_per_token(model, dtype):
+    """Weight bytes one decode step reads: every block matrix and the LM head (wte), once."""
+    config = GPT2Config(**PRESETS[model])
+    c, inner = config.n_embd, config.inner_dim
+    matrices = config.n_layer * (c * 3 * c + c * c + 2 * c * inner) + config.vocab_size * c
+    scales = config.n_layer * (3 * c + c + inner + c) + config.vocab_size if dtype == "int8" else 0
+    return matrices * BYTES_PER_WEIGHT[dtype] + scales * 4
+
+
+def spec(model, backend="numba", dtype="float32", batch=1):
+    return {"backend": backend, "folder": str(bench.default_folder(model)), "dtype": dtype, "batch": batch}
+
+
+def dtypes_table(args, log):
+    dtypes = ["float32", "bfloat16", "float16", "int8"]
+    columns = {f"numba {d}": spec("gpt2", dtype=d) for d in dtypes}
+    if not args.no_transformers and bench.transformers_available():
+        columns["transformers float32"] = spec("gpt2", backend="transformers")
+    lengths = [512] if args.quick else [512, 1024]
+    results = bench.run_columns(columns, lengths, args.new_tokens, repeats=args.repeats, rounds=args.rounds,
+                                threads=args.threads, log=log)
+    for label, d in zip(columns, dtypes):
+        results[label]["gbps"] = results[label]["decode_tok_s"] * streamed_bytes_per_token("gpt2", d) / 1e9
+    compare = ("numba float32", "transformers float32") if "transformers float32" in results else None
+    table = bench.format_table(results, lengths, args.new_tokens, compare=compare)
+    gbps = "| weight GB/s streamed in decode | " + " | ".join(
+        f"{results[label]['gbps']:.1f}" if "gbps" in results[label] else "–" for label in results) + \
+        (" | |" if compare else " |")
+    return table + "\n" + gbps
+
+
+def batch_table(args, log):
+    batches = [1, 2, 4, 8] if args.quick else [1, 2, 4, 8, 16]
+    rows = []
+    for dtype in args.batch_dtypes:
+        columns = {f"batch {b}": spec("gpt2", dtype=dtype, batch=b) for b in batches}
+        results = bench.run_columns(columns, [], args.new_tokens, repeats=args.repeats, rounds=args.rounds,
+                                    threads=args.threads, log=log)
+        base = results["batch 1"]["decode_tok_s"]
+        for b in batches:
+            r = results[f"batch {b}"]
+            rows.append(f"| {dtype} | {b} | {r['decode_tok_s']:.1f} | {r['decode_tok_s'] / base:.2f}x | "
+                        f"{r['peak_rss_mb']:,.0f} |")
+    return "\n".join(["| weights | batch | decode tok/s (all rows) | vs batch 1 | peak RSS (MB) |",
+                      "|---|---:|---:|---:|---:|"] + rows)
+
+
+def sizes_table(args, log):
+    rows = []
+    for model in args.sizes:
+        t0 = time.perf_counter()
+        bench.write_random_checkpoint(bench.default_folder(model), model)
+        log(f"{model}: checkpoint ready ({time.perf_counter() - t0:.0f} s)")
+        columns = {d: spec(model, dtype=d) for d in args.size_dtypes}
+        new_tokens = max(8, args.new_tokens // (4 if model in ("gpt2-large", "gpt2-xl") else 1))
+        results = bench.run_columns(columns, [], new_tokens, repeats=2, rounds=1, threads=args.threads, log=log)
+        for d in args.size_dtypes:
+            r = results[d]
+            gbps = r["decode_tok_s"] * streamed_bytes_per_token(model, d) / 1e9
+            rows.append(f"| {model} | {d} | {r['load_s']:.2f} | {r['rss_after_load_mb']:,.0f} | "
+                        f"{r['peak_rss_mb']:,.0f} | {r['decode_tok_s']:.1f} | {gbps:.1f} |")
+    return "\n".join(["| model | weights | load (s) | RSS after load (MB) | peak RSS (MB) | decode tok/s | GB/s |",
+                      "|---|---|---:|---:|---:|---:|---:|"] + rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tables", nargs="+", default=["dtypes", "batch", "sizes"],
+                        choices=["dtypes", "batch", "sizes"])
+    parser.add_argument("--quick", action="store_true", help="fewer lengths, batches and tokens; one round")
+    parser.add_argument("--new-tokens", type=int, default=None, help="decode steps (default 128, quick 32)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", nargs="+", default=SIZES, choices=SIZES)
+    parser.add_argument("--size-dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--batch-dtypes", nargs="+", default=["float32"])
+    parser.add_argument("--no-transformers", action="store_true")
+    args = parser.parse_args()
+    args.new_tokens = args.new_tokens or (32 if args.quick else 128)
+    args.rounds = args.rounds or (1 if args.quick else 2)
+
+    def log(message):
+        print("  " + message, flush=True)
+
+    bench.write_random_checkpoint(bench.default_folder("gpt2"), "gpt2")
+    print(f"# {bench.machine_description()}; {args.threads} threads; best of {args.rounds} round(s)\n", flush=True)
+    for name in args.tables:
+        table = {"dtypes": dtypes_table, "batch": batch_table, "sizes": sizes_table}[name](args, log)
+        print(f"\n## {name}\n\n{table}\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""minigpt2.bench: random checkpoints with the project's writer, one in-process worker, the table.
+
+Speed itself is never asserted (benchmarks print tables; they do not pass or fail).
+"""
+
+import numpy as np
+
+from minigpt2 import bench, kernels
+from minigpt2.config import GPT2Config
+from minigpt2.model import GPT2LMHeadModel
+from minigpt2.safetensors import load_file
+
+
+def test_random_checkpoint_has_the_shapes_and_init(tmp_path):
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=97, n_positions=64)
+    folder = bench.write_random_checkpoint(tmp_path / "m", "tiny", config=config)
+    tensors = load_file(folder / "model.safetensors")
+    assert tensors["h.1.mlp.c_fc.weight"].shape == (32, 128)
+    assert tensors["wte.weight"].shape == (97, 32)
+    np.testing.assert_array_equal(tensors["h.0.ln_1.weight"], 1.0)
+    np.testing.assert_array_equal(tensors["ln_f.bias"], 0.0)
+    assert abs(float(tensors["h.0.attn.c_attn.weight"].std()) - 0.02) < 0.003
+    model = GPT2LMHeadModel.from_pretrained(folder, backend="numpy")
+    assert model.config.n_layer == 2
+    # written once: a second call keeps the file
+    mtime = (folder / "model.safetensors").stat().st_mtime_ns
+    bench.write_random_checkpoint(folder, "tiny", config=config)
+    assert (folder / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_worker_measures_and_table_prints(tmp_path):
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=97, n_positions=64)
+    folder = bench.write_random_checkpoint(tmp_path / "m", "tiny", config=config)
+    try:
+        result = bench.run_worker("numba", str(folder), lengths=[8], new_tokens=3, repeats=1, threads=1,
+                                  dtype="int8", batch=2)
+    finally:
+        kernels.set_num_threads(kernels.numba.config.NUMBA_NUM_THREADS)
+    assert result["prefill_tok_s"]["8"] > 0 and result["decode_tok_s"] > 0
+    assert len(result["decode_tokens"]) == 3 and result["peak_rss_mb"] > 0
+    results = {"numba int8": dict(result, start_s=1.0), "numba float32": dict(result, start_s=2.0)}
+    table = bench.format_table(results, [8], 3, compare=("numba int8", "numba float32"), batch=2)
+    lines = table.splitlines()
+    assert lines[0] == "| | numba int8 | numba float32 | numba int8 / numba float32 |"
+    assert lines[2].startswith("| prefill 8 tok/s |") and lines[2].endswith("| 1.00x |")
+    assert any(line.startswith("| decode tok/s (batch 2, 16-token prompt, 3 new) |") for line in lines)
