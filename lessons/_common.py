@@ -184,7 +184,8 @@ def model_folder(args):
             print(f"[model] {name}: not available offline")
             continue
         what = {"gpt2": "REAL GPT-2 weights", "tiny-shakespeare": "the bundled demo model"}.get(name, "the model")
-        return Path(folder), f"{what} {name} ({folder})"
+        print(f"[model] {name}: {folder}")
+        return Path(folder), f"{what} {name}"
     return None, "RANDOM weights (no real or demo model found): the text will be gibberish"
 
 
@@ -205,6 +206,11 @@ def load_model(args, backend="numpy"):
 
 
 # ---- figures ---------------------------------------------------------------------------------------
+
+def visible(token_text):
+    """A token's text for a plot label: newlines and tabs written out, so they do not vanish."""
+    return token_text.replace("\n", "\\n").replace("\t", "\\t")
+
 
 def figure_path(args, filename):
     """Where to save a figure, or None with --no-figures. Creates the folder."""

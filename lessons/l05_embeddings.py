@@ -70,7 +70,7 @@ def main(argv=None):
         image = ax.imshow(similarity, cmap="RdBu_r", vmin=-1, vmax=1)
         fig.colorbar(image, ax=ax, label="cosine similarity")
         ax.set_xlabel("position"), ax.set_ylabel("position")
-        ax.set_title(f"wpe: position vectors vs each other\n{description[:70]}", fontsize=8)
+        ax.set_title(f"wpe: position vectors vs each other\n{description}", fontsize=8)
         save(fig, path)
 
     title("checks")

@@ -23,7 +23,7 @@ all-zero probabilities.
 import numpy as np
 
 from lessons._common import (check, figure_path, fixture_weights, load_model, parse_args, pyplot,
-                             reference_npz, run, save, title)
+                             reference_npz, run, save, title, visible)
 from lessons.l06_layernorm_gelu import layer_norm
 
 
@@ -96,7 +96,7 @@ def main(argv=None):
     text = "The cat sat on the mat because it was tired." if not args.fast else "The cat sat on the mat."
     ids = tok.encode(text)
     out_model = model(np.array([ids]), output_attentions=True)
-    labels = [tok.decode([i]) for i in ids]
+    labels = [visible(tok.decode([i])) for i in ids]
     layer = model.config.n_layer - 1
     heads = min(model.config.n_head, 4 if args.fast else 12)
     path = figure_path(args, "l07_attention_heads.png")
@@ -113,7 +113,7 @@ def main(argv=None):
             ax.set_title(f"layer {layer} head {head}", fontsize=8)
             if head % cols == 0:
                 ax.axis("on"), ax.set_yticks(range(len(ids)), labels, fontsize=6), ax.set_xticks([])
-        fig.suptitle(f"attention probabilities (rows = queries, cols = keys)\n{description[:80]}", fontsize=8)
+        fig.suptitle(f"attention probabilities (rows = queries, cols = keys)\n{description}", fontsize=8)
         save(fig, path)
 
     title("checks")

@@ -98,7 +98,7 @@ def main(argv=None):
         ax.set_xticks(range(len(keys)), [k.replace("resid_1", "attn").replace(".out", ".mlp") for k in keys],
                       rotation=60, fontsize=7)
         ax.set_yscale("log"), ax.legend(), ax.grid(alpha=0.3)
-        ax.set_title(f"the residual stream after each attention / MLP step\n{description[:80]}", fontsize=8)
+        ax.set_title(f"the residual stream after each attention / MLP step\n{description}", fontsize=8)
         save(fig, path)
 
     title("checks")

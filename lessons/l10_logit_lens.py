@@ -15,7 +15,7 @@ last block equals the model's logits.
 import numpy as np
 
 from lessons._common import (check, figure_path, fixture_weights, load_model, parse_args, pyplot, run,
-                             save, title)
+                             save, title, visible)
 from lessons.l06_layernorm_gelu import layer_norm
 
 
@@ -44,7 +44,7 @@ def main(argv=None):
     model, tok, description = load_model(args)
     prompt = "The Eiffel Tower is in the city of" if not args.fast else "The Eiffel Tower is in"
     ids = np.array([tok.encode(prompt)])
-    labels = [tok.decode([i]) for i in ids[0]]
+    labels = [visible(tok.decode([i])) for i in ids[0]]
     body = model.transformer
     layers, logits = streams(model, ids)
     lens = [logit_lens(x, *body.ln_f, model.lm_head, model.config.layer_norm_epsilon) for x in layers]
@@ -62,12 +62,12 @@ def main(argv=None):
         fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(labels), 0.8 + 0.45 * len(lens)))
         ax.imshow(top_p, cmap="Blues", vmin=0, vmax=1, aspect="auto")
         for (r, c), token in np.ndenumerate(top_id):
-            ax.text(c, r, tok.decode([int(token)])[:8], ha="center", va="center", fontsize=7,
+            ax.text(c, r, visible(tok.decode([int(token)]))[:8], ha="center", va="center", fontsize=7,
                     color="white" if top_p[r, c] > 0.6 else "black")
         ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=8)
         ax.set_yticks(range(len(lens)), ["embed"] + [f"block {i}" for i in range(len(lens) - 1)], fontsize=8)
         ax.set_xlabel("input position (the cell is the guess for the NEXT token)")
-        ax.set_title(f"logit lens: top guess per layer, shade = its probability\n{description[:80]}", fontsize=8)
+        ax.set_title(f"logit lens: top guess per layer, shade = its probability\n{description}", fontsize=8)
         save(fig, path)
 
     title("checks")

@@ -19,7 +19,7 @@ filter with transformers' own LogitsWarpers on fixed logits, greedy decoding wit
 import numpy as np
 
 from lessons._common import (check, check_equal, figure_path, fixture_weights, load_model, parse_args,
-                             pyplot, reference_npz, run, save, title)
+                             pyplot, reference_npz, run, save, title, visible)
 from lessons.l09_kv_cache import greedy_generate
 
 
@@ -89,8 +89,8 @@ def main(argv=None):
         for ax, (name, s) in zip(axes, variants.items()):
             ax.bar(range(len(shown)), softmax(s)[0, shown], color="#4c72b0")
             ax.set_ylabel(name, fontsize=8)
-        axes[-1].set_xticks(range(len(shown)), [tok.decode([int(i)]) for i in shown], rotation=70, fontsize=7)
-        fig.suptitle(f"next-token probabilities after {prompt!r} (25 most likely)\n{description[:80]}", fontsize=8)
+        axes[-1].set_xticks(range(len(shown)), [visible(tok.decode([int(i)])) for i in shown], rotation=70, fontsize=7)
+        fig.suptitle(f"next-token probabilities after {prompt!r} (25 most likely)\n{description}", fontsize=8)
         save(fig, path)
 
     title("checks against transformers' LogitsWarpers (lessons/references/sampling.npz)")
