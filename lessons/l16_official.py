@@ -12,8 +12,16 @@ reproduce what other implementations published with OpenAI's weights:
 The weights are not downloaded here: fetch them once with `python download_weights.py gpt2`
 (and gpt2-medium). Without them this lesson says SKIPPED and exits 0; it never fakes a pass.
 
+The bundled demo model gets the same treatment first: its model card holds a greedy sample that
+the training script made with transformers; the lessons' own greedy loop (lesson 09) must
+reproduce it token for token.
+
     python -m lessons.l16_official [--fast]
 """
+
+import json
+import re
+from pathlib import Path
 
 import numpy as np
 
@@ -37,9 +45,34 @@ PUBLISHED = [
 def local_folder(name):
     from minigpt2.hub import resolve_model_folder
     try:
-        return resolve_model_folder(name, local_files_only=True)
+        return Path(resolve_model_folder(name, local_files_only=True))
     except (OSError, ValueError):
         return None
+
+
+def demo_model_card_sample(args):
+    """Reproduce the bundled model's card sample (made by transformers) with the lessons' pieces."""
+    from minigpt2.model import GPT2LMHeadModel
+    from minigpt2.tokenizer import GPT2Tokenizer
+
+    title("the bundled demo model tiny-shakespeare: its model card's greedy sample")
+    folder = local_folder("tiny-shakespeare")
+    card = None if folder is None else (folder / "README.md")
+    match = card and card.exists() and re.search(r"<!-- sample: greedy (.*?) -->\n```text\n(.*?)\n```",
+                                                  card.read_text(encoding="utf-8"), re.S)
+    if not match:
+        skipped("the bundled demo model (or its model card's greedy sample) is not there")
+        return
+    settings, expected = json.loads(match.group(1)), match.group(2)
+    model, tok = GPT2LMHeadModel.from_pretrained(folder, backend="numpy"), GPT2Tokenizer.from_pretrained(folder)
+    n = 20 if args.fast else settings["max_new_tokens"]
+    ids = greedy_generate(np.array([tok.encode(settings["prompt"])]), model_weights(model), model.config, n)
+    text = tok.decode(ids[0])
+    print(f"{text}\n---")
+    if n == settings["max_new_tokens"]:
+        check_equal("greedy text == the model card's (made with transformers)", text, expected)
+    else:
+        check_true(f"the first {n} greedy tokens start the model card's text", expected.startswith(text), repr(text))
 
 
 def main(argv=None):
@@ -47,6 +80,7 @@ def main(argv=None):
     from minigpt2.model import GPT2LMHeadModel
     from minigpt2.tokenizer import GPT2Tokenizer
 
+    demo_model_card_sample(args)
     tok = GPT2Tokenizer.from_pretrained("gpt2")
     ran = 0
     for name, prompt, n_new, expected, source in PUBLISHED:
