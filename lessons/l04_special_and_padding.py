@@ -23,6 +23,7 @@ import numpy as np
 
 from lessons._common import check_equal, check_true, parse_args, reference_json, run, title
 from lessons.l03_bpe_merge import encode as encode_ordinary
+from minigpt2.tokenizer import PACKAGE_VOCAB_DIR
 
 EOT, EOT_ID = "<|endoftext|>", 50256
 
@@ -108,6 +109,8 @@ def main(argv=None):
         check_true("save_vocabulary -> vocab.json + merges.txt load back to the same tokenizer", same,
                    f"{Path(vocab_file).name} {Path(vocab_file).stat().st_size} B, "
                    f"{Path(merges_file).name} {Path(merges_file).stat().st_size} B")
+        check_true("merges.txt is byte for byte OpenAI's vocab.bpe",
+                   Path(merges_file).read_bytes() == (PACKAGE_VOCAB_DIR / "vocab.bpe").read_bytes())
     return 0
 
 
