@@ -11,7 +11,8 @@ Weights are in the checkpoint's Conv1D layout [n_in, n_out], so every linear lay
 
 We run it on transformers-made fixtures and compare every hidden state and the logits, then
 run the chosen model on a prompt: the next-token guesses, and a figure of the residual stream's
-size per layer.
+size per layer. (For a real checkpoint, `minigpt2 verify` does this comparison with transformers
+sub-step by sub-step and names the first place where the two part.)
 
     python -m lessons.l08_forward [--fast] [--figures DIR] [--model ...]
 """
