@@ -3,8 +3,9 @@
 A development tool, not part of the library: it needs torch and transformers (the model is
 transformers' GPT2LMHeadModel), while the result is read by minigpt2 with NumPy alone.
 
-    python tools/train_demo.py                      # the real run (about 20 minutes, 1 thread)
-    python tools/train_demo.py --smoke --out /tmp/x # a 1-minute check that every step works
+    python tools/train_demo.py                      # the real run (24 minutes on 1 shared thread)
+    python tools/train_demo.py --smoke --out /tmp/x # 30 steps: a 1-2 minute check of every step
+    python tools/train_demo.py --export-only        # redo evaluation + files from the saved checkpoint
 
 What it does, in order:
   1. tokenizes data/tinyshakespeare.txt with minigpt2's own GPT2Tokenizer: the first 90% of the
@@ -23,8 +24,9 @@ What it does, in order:
 Why it is fast enough on a CPU: the vocabulary has 50257 tokens, so most of the work is the tied
 output layer (logits = hidden @ wte.T) and its softmax, not the 4 small blocks. The loss below
 computes that layer in row chunks and makes its gradients at the same time (a fused
-linear + cross-entropy), so the [tokens, 50257] logits never exist in memory all at once; this
-is ~3x faster than materializing them and calling F.cross_entropy.
+linear + cross-entropy), so the [tokens, 50257] logits never exist in memory all at once. Measured
+side by side for 1024 tokens, n_embd 128, one thread: 0.4 s for forward + backward of the output
+layer and loss, against 1.5 s for materializing the logits and calling F.cross_entropy.
 """
 
 import argparse
@@ -127,6 +129,21 @@ def lm_loss(model, inputs, targets, chunk=128):
     n_embd = hidden.shape[-1]
     return TiedHeadCrossEntropy.apply(hidden.reshape(-1, n_embd), model.transformer.wte.weight,
                                       targets.reshape(-1), chunk)
+
+
+def check_loss(vocab_size, n_embd):
+    """TiedHeadCrossEntropy == F.cross_entropy(hidden @ wte.T), values and both gradients (a few ms)."""
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(20, n_embd, generator=generator, requires_grad=True)
+    wte = torch.randn(vocab_size, n_embd, generator=generator).requires_grad_()
+    targets = torch.randint(0, vocab_size, (20,), generator=generator)
+    ours = TiedHeadCrossEntropy.apply(hidden, wte, targets, 8)          # chunks of 8, 8 and 4 rows
+    ours_grads = torch.autograd.grad(2 * ours, (hidden, wte))
+    reference = torch.nn.functional.cross_entropy(hidden @ wte.t(), targets)
+    reference_grads = torch.autograd.grad(2 * reference, (hidden, wte))
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(ours_grads, reference_grads):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
 
 
 @torch.no_grad()
@@ -351,6 +368,7 @@ def main(argv=None):
     log(f"train {len(train_ids)} tokens, validation {len(val_ids)} tokens; "
         f"unigram (add-one) validation perplexity {unigram:.1f}")
 
+    check_loss(vocab_size, args.n_embd)
     model = build_model(args, vocab_size)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {args.n_layer} layers, n_embd {args.n_embd}, n_head {args.n_head}, "
@@ -375,7 +393,7 @@ def main(argv=None):
     log(f"transformers.from_pretrained({args.out.name}) vs trained model: max |logit diff| / max |logit| "
         f"= {relative_diff:.1e}")
     summary = {
-        "command": "python tools/train_demo.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python tools/train_demo.py", *(sys.argv[1:] if argv is None else argv)]),
         "seed": args.seed, "steps": args.steps, "train_seconds": round(seconds),
         "train_tokens": len(train_ids), "val_tokens": len(val_ids), "parameters": n_params,
         "val_perplexity": round(val_perplexity, 2), "val_perplexity_float32": round(float32_perplexity, 2),
