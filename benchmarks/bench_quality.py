@@ -1,0 +1,96 @@
+"""What do bfloat16 / float16 / int8 weights cost in accuracy? One table per model.
+
+For each storage type (float32 compute; see minigpt2/quantize.py), against float32 weights:
+
+  * logit drift: max |logits - logits_fp32| / max |logits_fp32| over one full context window,
+  * greedy agreement over 200 tokens: the float32 model generates 200 greedy tokens; the converted
+    model, fed the same tokens (teacher forcing), picks the same top-1 token at what fraction of
+    the 200 positions; plus how many tokens its own free-running greedy output keeps identical,
+  * perplexity on tinyshakespeare (the last 10% of data/tinyshakespeare.txt, which the demo
+    model's training run held out), sliding windows of n_positions with stride n_positions / 2.
+
+Models: the bundled demo model (tiny-shakespeare, trained weights) and, with --gpt2, a random
+GPT-2 124M of the real shapes (its random logits are nearly flat, so greedy agreement there is a
+harsh test of tiny drifts, and its perplexity means nothing).
+
+    python benchmarks/bench_quality.py [--tokens 8192] [--gpt2]
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from minigpt2 import bench
+from minigpt2.model import GPT2LMHeadModel
+from minigpt2.quantize import DTYPES, convert_model, weight_bytes
+from minigpt2.scoring import perplexity
+from minigpt2.tokenizer import GPT2Tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "minigpt2" / "models" / "tiny-shakespeare"
+
+
+def greedy(model, prompt, n_new):
+    """Greedy continuation with the KV cache: returns the n_new ids."""
+    out = model([prompt], use_cache=True, logits_to_keep=1)
+    ids = []
+    for _ in range(n_new):
+        next_id = int(out.logits[0, -1].argmax())
+        ids.append(next_id)
+        out = model([[next_id]], past_key_values=out.past_key_values, use_cache=True)
+    return ids
+
+
+def evaluate(folder, name, text_ids, prompt, n_new, with_perplexity):
+    models = {dtype: convert_model(GPT2LMHeadModel.from_pretrained(folder, backend="numba"), dtype)
+              for dtype in DTYPES}
+    reference = models["float32"]
+    window = text_ids[:reference.config.n_positions][None]
+    reference_logits = reference(window).logits
+    reference_greedy = greedy(reference, prompt, n_new)
+    forced = np.array(prompt + reference_greedy)[None]                  # [1, prompt + n_new]
+    rows = []
+    for dtype, model in models.items():
+        drift = np.abs(model(window).logits - reference_logits).max() / np.abs(reference_logits).max()
+        top1 = model(forced).logits[0, len(prompt) - 1:-1].argmax(-1)   # predictions of the 200 tokens
+        agreement = float((top1 == np.array(reference_greedy)).mean())
+        own = greedy(model, prompt, n_new) if dtype != "float32" else reference_greedy
+        same_prefix = next((i for i, (a, b) in enumerate(zip(own, reference_greedy)) if a != b), n_new)
+        ppl = perplexity(model, text_ids) if with_perplexity else None
+        rows.append((dtype, weight_bytes(model) / 1e6, drift, agreement, same_prefix, ppl))
+    reference_ppl = rows[0][5]
+    lines = [f"### {name}\n",
+             "| weights | weight MB | logit drift (max rel) | greedy top-1 agreement, 200 tokens | "
+             "identical greedy prefix | perplexity | change |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for dtype, mb, drift, agreement, same_prefix, ppl in rows:
+        ppl_cells = (f"{ppl:.4f} | {100 * (ppl / reference_ppl - 1):+.3f}%" if ppl is not None else "– | –")
+        lines.append(f"| {dtype} | {mb:.1f} | {drift:.2e} | {agreement:.1%} | {same_prefix}/{n_new} | {ppl_cells} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=8192, help="tinyshakespeare tokens to score")
+    parser.add_argument("--new-tokens", type=int, default=200)
+    parser.add_argument("--gpt2", action="store_true", help="also a random GPT-2 124M (drift, agreement)")
+    args = parser.parse_args()
+
+    tokenizer = GPT2Tokenizer.from_pretrained(DEMO)
+    text = (REPO / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    held_out = text[int(len(text) * 0.9):]
+    text_ids = np.array(tokenizer.encode(held_out)[:args.tokens])
+    prompt = tokenizer.encode("ROMEO:")
+    print(f"tinyshakespeare: last 10% of the text, first {len(text_ids)} tokens; prompt 'ROMEO:'\n")
+    print(evaluate(DEMO, "tiny-shakespeare (bundled demo model, trained)", text_ids, prompt,
+                   args.new_tokens, with_perplexity=True), flush=True)
+    if args.gpt2:
+        folder = bench.write_random_checkpoint(bench.default_folder("gpt2"), "gpt2")
+        print()
+        print(evaluate(folder, "GPT-2 124M, random weights (std 0.02)", text_ids, prompt, args.new_tokens,
+                       with_perplexity=False))
+
+
+if __name__ == "__main__":
+    main()
