@@ -115,13 +115,24 @@ def test_greedy_generation_reproduces_the_model_card(model, tokenizer, monkeypat
     assert tokenizer.decode(out[0]) == expected
 
 
-def test_seeded_sample_reproduces_the_model_card(model, tokenizer):
-    settings, expected = card_sample("sampled")
-    ids = tokenizer.encode(settings["prompt"])
-    out = model.generate([ids], max_new_tokens=settings["max_new_tokens"], do_sample=True,
-                         temperature=settings["temperature"], top_k=settings["top_k"], seed=settings["seed"])
-    assert tokenizer.decode(out[0]) == expected, (
-        "the model card's sampled text is stale; regenerate it with the command written above it")
+def test_seeded_sampling_is_reproducible_and_stays_in_the_top_k(model, tokenizer):
+    # The card's sampled text was made by our own sampler, so it is shown, not asserted: the
+    # checks here are the sampler's contract. Same seed, same tokens; every sampled token is one
+    # of the top_k of the logits that a separate full (uncached) pass gives for its prefix.
+    settings, _ = card_sample("sampled")
+    prompt = tokenizer.encode(settings["prompt"])
+
+    def sample():
+        return model.generate([prompt], max_new_tokens=settings["max_new_tokens"], do_sample=True,
+                              temperature=settings["temperature"], top_k=settings["top_k"],
+                              seed=settings["seed"])
+
+    first, second = sample(), sample()
+    np.testing.assert_array_equal(first, second)
+    logits = model(first[:, :-1]).logits[0]                      # [t - 1, vocab]
+    for position in range(len(prompt), first.shape[1]):
+        top_k = np.argsort(logits[position - 1])[-settings["top_k"]:]
+        assert first[0, position] in top_k, f"token at {position} is outside the top {settings['top_k']}"
 
 
 def test_logits_and_greedy_tokens_match_transformers(model, tokenizer, splits):
