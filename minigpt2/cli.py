@@ -46,7 +46,7 @@ def add_download_command(subparsers):
         from minigpt2 import hub
 
         if not args.names:
-            print("\n".join(hub.describe_official_models(args.cache_dir)))
+            print_model_list(args.cache_dir)
             print(f"\nDownload with: minigpt2 download NAME [NAME ...]   (cache: "
                   f"{hub.minigpt2_cache_dir(args.cache_dir)})")
             return 0
@@ -253,6 +253,20 @@ def add_score_command(subparsers):
     parser.set_defaults(run=run)
 
 
+def print_model_list(cache_dir=None):
+    """The official models (downloaded or not) and the models bundled with the package."""
+    from minigpt2 import hub
+
+    print("official models:")
+    print("\n".join("  " + line for line in hub.describe_official_models(cache_dir)))
+    print("bundled models (inside the package, no download needed):")
+    bundled = hub.bundled_models()
+    for name, folder in bundled.items():
+        print(f"  {name:<20} {folder}")
+    if not bundled:
+        print("  (none)")
+
+
 def add_info_command(subparsers):
     """`minigpt2 info [--model M]`: a model's config, parameter count and files; no model: the list."""
     parser = subparsers.add_parser(
@@ -269,14 +283,7 @@ def add_info_command(subparsers):
         from minigpt2 import hub
 
         if args.model is None:
-            print("official models:")
-            print("\n".join("  " + line for line in hub.describe_official_models()))
-            print("bundled models:")
-            bundled = hub.bundled_models()
-            for name, folder in bundled.items():
-                print(f"  {name:<20} {folder}")
-            if not bundled:
-                print("  (none)")
+            print_model_list()
             return 0
         folder = hub.resolve_model_folder(args.model, local_files_only=True)
         print("\n".join(describe_model_folder(folder)))

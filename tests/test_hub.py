@@ -374,11 +374,13 @@ def test_official_models_table():
 # ---------------------------------------------------------------- the command line
 
 
-def test_cli_lists_the_official_models(capsys, tmp_path):
+def test_cli_lists_the_official_and_bundled_models(capsys, tmp_path):
     assert cli.main(["download", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for model in hub.OFFICIAL_MODELS.values():
         assert model.name in out and model.repo_id in out
+    bundled = out.split("bundled models")[1]
+    assert "tiny-shakespeare" in bundled
 
 
 def test_cli_downloads(fake_hub, tmp_path, capsys):
