@@ -259,7 +259,7 @@ def print_model_list(cache_dir=None):
 
     print("official models:")
     print("\n".join("  " + line for line in hub.describe_official_models(cache_dir)))
-    print("bundled models (inside the package, no download needed):")
+    print("bundled models: (inside the package, no download needed)")
     bundled = hub.bundled_models()
     for name, folder in bundled.items():
         print(f"  {name:<20} {folder}")
