@@ -146,8 +146,8 @@ def add_generate_command(subparsers):
     parser.add_argument("--stop", action="append", default=[], metavar="STR",
                         help='stop before this text (repeatable; "\\n" means a newline)')
     parser.add_argument("--crop", action="store_true",
-                        help="past the 1024-token context keep going on the last 1024 tokens (slower) "
-                             "instead of stopping with an error")
+                        help="past the model's context (1024 tokens for GPT-2) keep going on its last "
+                             "tokens (slower) instead of stopping with an error")
     parser.add_argument("--timing", action="store_true",
                         help="also print load time and milliseconds per token on stderr")
 
@@ -240,7 +240,7 @@ def add_score_command(subparsers):
         ids = tokenizer.encode(text, allowed_special=())   # text, never control tokens
         if len(ids) < 2:
             raise ValueError(f"the text has {len(ids)} token(s); scoring needs at least 2 (the first is only context)")
-        result = score(model, ids, stride=args.stride)
+        result = score(model, ids, stride=args.stride, progress=sys.stderr.isatty())
         if args.per_token:
             print(f"{'pos':>6}  {'id':>6}  {'logprob':>9}  token")
             for position, logprob in zip(result.positions, result.logprobs):

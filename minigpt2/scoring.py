@@ -56,12 +56,12 @@ def target_logprobs(logits, targets, chunk=256):
     return out
 
 
-def score(model, input_ids, stride=None, max_length=None):
+def score(model, input_ids, stride=None, max_length=None, progress=False):
     """Per-token log-probabilities of one text (a list or [n] / [1, n] array of ids).
 
     max_length: window length, default the model's n_positions. stride: how far each window moves
     on, default max_length // 2 (the guide uses 512 for 1024); only used when the text is longer
-    than max_length.
+    than max_length. progress=True shows a progress bar (tqdm, on stderr) over the windows.
     """
     ids = np.asarray(input_ids)
     if ids.ndim == 2 and ids.shape[0] == 1:
@@ -84,7 +84,11 @@ def score(model, input_ids, stride=None, max_length=None):
     n = ids.size
     positions, logprobs = [], []
     scored_until = 1                               # positions < scored_until are done (0 never is)
-    for begin in range(0, n, stride):
+    begins = range(0, max(n - max_length, 0) + stride, stride)    # the last window reaches the end
+    if progress and len(begins) > 1:
+        from tqdm import tqdm
+        begins = tqdm(begins, desc="scoring", unit="window", leave=False)
+    for begin in begins:
         end = min(begin + max_length, n)
         first = max(scored_until, begin + 1)       # a window's first token has no context in it
         if first < end:
