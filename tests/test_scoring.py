@@ -106,3 +106,11 @@ def test_fixture_sliding_window_equals_transformers_windows(fixture_model_and_re
     assert result.n_windows == len(losses) and result.logprobs.size == counts.sum() == ref["text"].size - 1
     expected_mean = np.sum(losses * counts) / counts.sum()
     np.testing.assert_allclose(result.mean_nll, expected_mean, rtol=1e-5)
+
+
+def test_progress_bar_does_not_change_the_result(fixture_model_and_reference, capsys):
+    model, ref = fixture_model_and_reference
+    quiet = score(model, ref["text"], max_length=32, stride=12)
+    shown = score(model, ref["text"], max_length=32, stride=12, progress=True)
+    np.testing.assert_array_equal(quiet.logprobs, shown.logprobs)
+    assert "window" in capsys.readouterr().err
