@@ -9,8 +9,10 @@ loss does the same; put 50256 <|endoftext|> in front of the ids to score the fir
 
 Texts longer than the context (n_positions tokens) are scored with a sliding window, the method
 of transformers' perplexity guide: windows of `max_length` tokens start every `stride` tokens, and
-each window scores only the tokens the previous window did not reach, so every token is scored
-once, with at least `max_length - stride` tokens of context (except near the start). Unlike the
+each window scores only the tokens the previous window did not reach, so every token after the
+first is scored once, with at least `max_length - stride` tokens of context (except near the
+start). With stride == max_length (no overlap) each later window's first token has no context in
+its window and is not scored, as in the guide (`Score.positions` says which were). Unlike the
 guide's loop, which weights every window's mean loss by `trg_len - 1` tokens, we average over the
 exact tokens scored, so the result is the true mean over the text; the two agree when windows do
 not overlap (stride == max_length) or the text fits one window.
