@@ -364,13 +364,24 @@ def iter_generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_
     mask = np.repeat(attention_mask, num_return_sequences, axis=0)
     rows = ids.shape[0]
     rng = None if greedy else make_rng(seed)
+    settings = dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                    repetition_penalty=repetition_penalty, min_new_tokens=min_new_tokens)
     decoders = None
     if tokenizer is not None:
         token_bytes = token_bytes_function(tokenizer)
         decoders = [StreamDecoder(token_bytes, stop) for _ in range(rows)]
+    # Everything above runs at the call, so bad arguments fail at once; the loop below runs as
+    # the caller asks for steps.
+    return _decode_steps(model, ids, mask, max_new_tokens, greedy, rng, decoders, n_positions,
+                         pad_token_id, eos_token_ids, settings)
+
+
+def _decode_steps(model, ids, mask, max_new_tokens, greedy, rng, decoders, n_positions,
+                  pad_token_id, eos_token_ids, settings):
+    """The loop of `iter_generate`: prefill, then one token per step; yields GenerationStep."""
+    rows = ids.shape[0]
     finished = np.zeros(rows, dtype=bool)
     cache = None
-
     for step in range(max_new_tokens):
         start = time.perf_counter()
         if cache is not None and ids.shape[1] <= n_positions:
@@ -388,10 +399,8 @@ def iter_generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_
                        past_key_values=cache, use_cache=True, logits_to_keep=1)
         cache = output.past_key_values
         scores = np.array(output.logits[:, -1, :], dtype=np.float32)      # [rows, vocab], a copy
-        scores = process_logits(
-            scores, ids, attention_mask=mask, n_new_tokens=step, do_sample=not greedy,
-            temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-            min_new_tokens=min_new_tokens, eos_token_ids=eos_token_ids)
+        scores = process_logits(scores, ids, attention_mask=mask, n_new_tokens=step,
+                                do_sample=not greedy, eos_token_ids=eos_token_ids, **settings)
         tokens = np.argmax(scores, axis=-1) if greedy else sample_tokens(scores, rng)   # [rows]
         tokens = np.where(finished, pad_token_id, tokens).astype(np.int64)
         ids = np.concatenate([ids, tokens[:, None]], axis=1)               # [rows, seq + 1]

@@ -131,7 +131,7 @@ def test_errors_are_one_line_without_traceback(capsys, model_folder, argv, messa
     if argv[0] != "info":
         argv = argv + ["--model", model_folder, "--backend", "numpy"]
     code, out, err = run_cli(capsys, *argv)
-    assert code != 0
+    assert code != 0 and out == ""                         # not even the prompt: checks come first
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
 
 

@@ -441,6 +441,9 @@ def test_bad_arguments_are_clear_errors(kwargs, message):
     model = TorchForward(_noisy_hf_model(6))
     with pytest.raises(ValueError, match=message):
         gen.generate(model, [[1, 2, 3]], **kwargs)
+    if "streamer" not in kwargs:                           # iter_generate checks at the call,
+        with pytest.raises(ValueError, match=message):     # before any step is asked for
+            gen.iter_generate(model, [[1, 2, 3]], **kwargs)
     with pytest.raises(ValueError, match="empty"):
         gen.generate(model, [[]])
     with pytest.raises(ValueError, match="vocab"):
