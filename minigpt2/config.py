@@ -105,6 +105,10 @@ class GPT2Config:
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"GPT2Config.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        eps = self.layer_norm_epsilon
+        # a negative or NaN eps makes layer_norm divide by sqrt(<= 0): NaN logits, no error
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < float("inf"):
+            raise ValueError(f"GPT2Config.layer_norm_epsilon must be a finite number >= 0, got {eps!r}")
 
     # ---- derived values and HF aliases -------------------------------------------------------
     @property
@@ -123,6 +127,8 @@ class GPT2Config:
     @num_labels.setter
     def num_labels(self, n):
         """As transformers: setting num_labels resets the label names to LABEL_0..LABEL_{n-1}."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"GPT2Config.num_labels must be an int >= 0, got {n!r}")
         self.id2label = {i: f"LABEL_{i}" for i in range(n)}
         self.label2id = {v: k for k, v in self.id2label.items()}
 
@@ -142,6 +148,8 @@ class GPT2Config:
     # ---- dict / JSON ---------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise ValueError(f"GPT2Config.from_dict needs a dict of config fields, got {type(d).__name__}")
         return cls(**d)
 
     def to_dict(self):
@@ -161,8 +169,11 @@ class GPT2Config:
         try:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
+        except IsADirectoryError:
+            raise ValueError(f"{path} is a folder; pass the config.json inside it, or use "
+                             "GPT2Config.from_pretrained(folder)") from None
         if not isinstance(d, dict):
             raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
         try:
@@ -199,6 +210,8 @@ class GPT2Config:
         return config
 
     def save_pretrained(self, folder):
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"{folder} is a file; save_pretrained needs a folder to write {CONFIG_NAME} into")
         os.makedirs(folder, exist_ok=True)
         self.to_json_file(os.path.join(folder, CONFIG_NAME))
 

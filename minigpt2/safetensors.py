@@ -14,6 +14,7 @@ tensor, never with a NumPy reshape traceback or garbage numbers. Nothing is ever
 """
 
 import json
+import math
 import os
 import struct
 
@@ -112,6 +113,9 @@ def load_metadata(path):
 
 def _read_header(path):
     """Parse and check the header. Returns ({name: (dtype, shape, (begin, end))}, metadata, data_start)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder; pass the .safetensors file inside it (or load the "
+                         "folder with from_pretrained)")
     file_size = os.path.getsize(path)
     if file_size < 8:
         raise ValueError(f"{path}: not a safetensors file: {file_size} bytes, too short for the "
@@ -127,7 +131,7 @@ def _read_header(path):
         raw = f.read(header_len)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{path}: header is not valid UTF-8 JSON ({e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: header must be a JSON object, got {type(header).__name__}")
@@ -153,7 +157,7 @@ def _read_header(path):
             raise ValueError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end, "
                              f"got {offsets!r}")
         begin, end = offsets
-        expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+        expected = math.prod(shape) * DTYPES[dtype].itemsize     # Python ints: no int64 overflow
         if end - begin != expected:
             raise ValueError(f"{where}: shape {shape} x {dtype} needs {expected} bytes but "
                              f"data_offsets [{begin}, {end}] hold {end - begin}")

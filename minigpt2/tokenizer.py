@@ -211,6 +211,9 @@ class GPT2Tokenizer:
     def save_vocabulary(self, save_directory, filename_prefix=None):
         """Write vocab.json and merges.txt (Hugging Face's format) and return their paths."""
         folder = Path(save_directory)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} is a file; save_vocabulary needs a folder to write vocab.json "
+                             "and merges.txt into")
         folder.mkdir(parents=True, exist_ok=True)
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         vocab_file, merges_file = folder / f"{prefix}vocab.json", folder / f"{prefix}merges.txt"
@@ -313,7 +316,10 @@ class GPT2Tokenizer:
         if self._wants_prefix_space(text):
             text = " " + text
         # Cut into chunks, look each up in the cache (C loops only): the whole warm-cache cost.
-        return list(chain.from_iterable(map(self._encode_chunk, self._chunk_boundary.split(text))))
+        try:
+            return list(chain.from_iterable(map(self._encode_chunk, self._chunk_boundary.split(text))))
+        except UnicodeEncodeError:
+            raise _surrogate_error(text) from None
 
     def encode(self, text, *, allowed_special="all", disallowed_special=(), add_special_tokens=True,
                truncation=False, max_length=None, return_tensors=None):
@@ -337,6 +343,7 @@ class GPT2Tokenizer:
         else:
             ids = self.encode_ordinary(text)   # the common case, kept short: one call per line matters
         if truncation or max_length is not None:
+            _check_positive_int(max_length, "max_length")
             ids = self._truncate(ids, max_length if max_length is not None else self.model_max_length)
         if return_tensors is not None:
             return pad_and_stack(self, [ids], None, single=False, padding=False, max_length=None,
@@ -424,24 +431,35 @@ class GPT2Tokenizer:
             return b"".join(map(self._id_to_bytes.__getitem__, ids))
         except (KeyError, TypeError):
             bad = next(i for i in ids if not isinstance(i, int) or i not in self._id_to_bytes)
+            if isinstance(bad, (list, tuple)):
+                raise ValueError(f"decode takes one sequence of ids, got a nested one ({bad!r} inside); "
+                                 "use batch_decode for a batch") from None
             raise ValueError(f"token id {bad!r} is not in the vocabulary (ids 0..{len(self) - 1})") from None
 
     def decode(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=False):
         """Ids -> text. Invalid UTF-8 becomes U+FFFD (errors="replace", as in the reference)."""
         if skip_special_tokens:
             special_ids = set(self.special_tokens.values())
-            ids = [i for i in _as_id_list(ids) if i not in special_ids]
+            ids = _as_id_list(ids)
+            try:
+                ids = [i for i in ids if i not in special_ids]
+            except TypeError:      # an unhashable entry (a nested list): decode_bytes names it
+                pass
         text = self.decode_bytes(ids).decode("utf-8", errors="replace")
         return clean_up_spaces(text) if clean_up_tokenization_spaces else text
 
     def batch_decode(self, sequences, **kwargs):
         if hasattr(sequences, "tolist"):
             sequences = sequences.tolist()
+        if sequences is None or isinstance(sequences, (str, bytes)):
+            raise ValueError(f"batch_decode takes a list of id sequences, got {type(sequences).__name__}")
         return [self.decode(ids, **kwargs) for ids in sequences]
 
     def convert_tokens_to_ids(self, tokens):
         if isinstance(tokens, str):
             return self.encoder.get(tokens, self.encoder.get(self.unk_token))
+        if tokens is None or isinstance(tokens, bytes):
+            raise ValueError(f"tokens must be a str or a list of str, got {type(tokens).__name__}")
         return [self.convert_tokens_to_ids(token) for token in tokens]
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
@@ -449,6 +467,8 @@ class GPT2Tokenizer:
             ids = ids.tolist()
         if isinstance(ids, int):
             return self.decoder[ids] if ids in self.decoder else self._bad_id(ids)
+        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+            self._bad_id(ids)      # None, a float, a string: not an id nor a list of ids
         return [self.convert_ids_to_tokens(i) for i in ids
                 if not (skip_special_tokens and self.decoder.get(i) in self.special_tokens)]
 
@@ -488,7 +508,7 @@ class GPT2Tokenizer:
 
     @pad_token_id.setter
     def pad_token_id(self, token_id):
-        self.pad_token = None if token_id is None else self.convert_ids_to_tokens(int(token_id))
+        self.pad_token = None if token_id is None else self.convert_ids_to_tokens(token_id)
 
     @property
     def pad_token(self):
@@ -520,9 +540,14 @@ class GPT2Tokenizer:
         Returns a BatchEncoding (a dict) with input_ids, attention_mask and, if asked, offset_mapping.
         """
         single = isinstance(text, str)
+        if not single and not isinstance(text, (list, tuple)):
+            raise ValueError(f"text must be a str or a list of str, got {type(text).__name__}")
         texts = [text] if single else list(text)
         if not all(isinstance(t, str) for t in texts):
-            raise ValueError("text must be a str or a list of str")
+            bad = next(t for t in texts if not isinstance(t, str))
+            raise ValueError(f"text must be a str or a list of str, got a list holding {type(bad).__name__}")
+        _check_positive_int(max_length, "max_length")
+        _check_positive_int(pad_to_multiple_of, "pad_to_multiple_of")
         allowed = self._special_set(allowed_special, "allowed_special")
         limit = max_length if max_length is not None else self.model_max_length
         truncate = truncation not in (False, None, "do_not_truncate")
@@ -566,8 +591,28 @@ def _sha256(path):
 def _as_id_list(ids):
     """A list of Python ints from a list, tuple, NumPy array or a single id."""
     if hasattr(ids, "tolist"):       # NumPy array or scalar
+        if getattr(ids, "dtype", None) is not None and ids.dtype.kind not in "iu" and ids.size:
+            raise ValueError(f"token ids must be integers, got an array of dtype {ids.dtype}")
         ids = ids.tolist()
-    return [ids] if isinstance(ids, int) else list(ids)
+    if isinstance(ids, int):
+        return [ids]
+    if ids is None or isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise ValueError(f"token ids must be a list of ints, got {type(ids).__name__}")
+    return list(ids)
+
+
+def _check_positive_int(value, name):
+    """None, or an int >= 1 (a length): anything else is a ValueError naming the argument."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
+
+
+def _surrogate_error(text):
+    """The ValueError for a str holding a lone surrogate (e.g. from bytes decoded with
+    errors="surrogateescape"): it has no UTF-8 bytes, so it has no tokens."""
+    surrogate = next(char for char in text if "\ud800" <= char <= "\udfff")
+    return ValueError(f"text holds a lone surrogate {surrogate!r}, which is not valid Unicode and has no "
+                      "UTF-8 bytes to tokenize; decode the source bytes with errors='replace' first")
 
 
 def clean_up_spaces(text):
