@@ -322,6 +322,10 @@ def _head(session, url, filename, repo_id, revision, required, retries, backoff)
         try:
             response = session.head(url, allow_redirects=False, timeout=TIMEOUT_S)
         except (requests.ConnectionError, requests.Timeout) as error:
+            if _host_unknown(error):
+                # No DNS answer means no network (or a wrong HF_ENDPOINT): retrying only delays
+                # the error, and the CLI's offline fallback, by the whole backoff.
+                raise _network_error(url, error) from None
             failures += 1
             if failures > retries:
                 raise _network_error(url, error, tried=retries + 1) from None
@@ -501,6 +505,13 @@ def _sleep(backoff, failures, response=None):
     if delay > 0:
         time.sleep(delay)
     return delay
+
+
+def _host_unknown(error):
+    """True when the host name could not be resolved (the usual face of 'no network')."""
+    text = str(error)
+    return "NameResolutionError" in text or "Name or service not known" in text or \
+        "Temporary failure in name resolution" in text or "nodename nor servname" in text
 
 
 def _network_error(url, error, tried=None):

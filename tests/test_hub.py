@@ -235,6 +235,17 @@ def test_no_network(tmp_path, monkeypatch):
                            retries=1, backoff=0.0)
 
 
+def test_unknown_host_fails_at_once_without_retrying(tmp_path, monkeypatch):
+    # ".invalid" never resolves (RFC 2606): no network or a mistyped HF_ENDPOINT looks like this,
+    # and waiting through the backoff would only delay the CLI's offline fallback.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    sleeps = []
+    monkeypatch.setattr(hub, "_sleep", lambda *args: sleeps.append(args))
+    with pytest.raises(hub.HubError, match="cannot download http://hub.invalid/.*No network"):
+        hub.download_model("gpt2", cache_dir=tmp_path, endpoint="http://hub.invalid", retries=4)
+    assert sleeps == []
+
+
 def test_not_enough_disk_space(fake_hub, tmp_path, monkeypatch):
     monkeypatch.setattr(hub.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
     with pytest.raises(hub.HubError, match="not enough disk space.*--cache-dir"):
