@@ -71,7 +71,17 @@ def weight_files(folder):
                 weight_map = json.load(f)["weight_map"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise ValueError(f"{index}: not a safetensors index ({e})") from None
-        return [os.path.join(folder, shard) for shard in sorted(set(weight_map.values()))]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError(f"{index}: weight_map must map tensor names to shard file names")
+        shards = sorted(set(weight_map.values()))
+        for shard in shards:
+            # a shard is a file next to the index: never a path that leads out of the folder
+            if os.path.basename(shard) != shard or shard in ("", ".", ".."):
+                raise ValueError(f"{index}: shard {shard!r} is not a file name in the model folder")
+            if not os.path.isfile(os.path.join(folder, shard)):
+                raise ValueError(f"{index}: lists shard {shard!r}, which is not in {folder} "
+                                 "(incomplete download?)")
+        return [os.path.join(folder, shard) for shard in shards]
     pickles = [n for n in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
                if os.path.isfile(os.path.join(folder, n))]
     hint = (f" It has {pickles[0]}, which minigpt2 does not read (pickle can run code); convert it "
@@ -132,9 +142,13 @@ def load_weights(folder, config):
     files = sorted(set(origin.values())) or [os.path.join(os.fspath(folder), WEIGHTS_NAME)]
     source = files[0] if len(files) == 1 else f"{folder} ({len(files)} shards)"
     for name, shape in expected_body_shapes(config).items():
+        where = origin.get(name, origin.get(BODY_PREFIX + name, source))
         if name in body and tuple(body[name].shape) != shape:
-            where = origin.get(name, origin.get(BODY_PREFIX + name, source))
             raise ValueError(f"{where}: tensor {name!r} has shape {list(body[name].shape)}, "
                              f"expected {list(shape)} from config.json")
+        # integer or bool weights would be used as numbers without complaint: garbage logits
+        if name in body and body[name].dtype.kind != "f":
+            raise ValueError(f"{where}: tensor {name!r} has dtype {body[name].dtype}; GPT-2 weights "
+                             "must be floating point (F32, F16, BF16 or F64)")
     check_body_weights(body, config, source)
     return body, heads

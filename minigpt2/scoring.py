@@ -65,23 +65,31 @@ def score(model, input_ids, stride=None, max_length=None, progress=False):
     on, default max_length // 2 (the guide uses 512 for 1024); only used when the text is longer
     than max_length. progress=True shows a progress bar (tqdm, on stderr) over the windows.
     """
-    ids = np.asarray(input_ids)
+    try:
+        ids = np.asarray(input_ids)
+    except ValueError:
+        raise ValueError("score takes one text: input_ids of shape [n] or [1, n], got rows of "
+                         "different lengths") from None
     if ids.ndim == 2 and ids.shape[0] == 1:
         ids = ids[0]
     if ids.ndim != 1:
         raise ValueError(f"score takes one text: input_ids of shape [n] or [1, n], got shape {ids.shape}")
+    if ids.size and (ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer)):
+        # astype(int64) would turn 1.7 into 1: a score for other tokens, without a word
+        raise ValueError(f"input_ids must hold integers, got dtype {ids.dtype}")
     ids = ids.astype(np.int64)
     if ids.size < 2:
         raise ValueError(f"need at least 2 tokens to score (the first one is only context), got {ids.size}")
     vocab_size, n_positions = model.config.vocab_size, model.config.n_positions
     if ids.min() < 0 or ids.max() >= vocab_size:
         raise ValueError(f"input_ids holds ids outside [0, {vocab_size}) (vocab_size of the model)")
-    max_length = n_positions if max_length is None else int(max_length)
-    if not 2 <= max_length <= n_positions:
-        raise ValueError(f"max_length must be in [2, {n_positions}] (n_positions), got {max_length}")
-    stride = max(max_length // 2, 1) if stride is None else int(stride)
-    if not 1 <= stride <= max_length:
-        raise ValueError(f"stride must be in [1, max_length={max_length}], got {stride}")
+    max_length = n_positions if max_length is None else max_length
+    if not _is_int(max_length) or not 2 <= max_length <= n_positions:
+        raise ValueError(f"max_length must be an integer in [2, {n_positions}] (n_positions), got {max_length!r}")
+    stride = max(max_length // 2, 1) if stride is None else stride
+    if not _is_int(stride) or not 1 <= stride <= max_length:
+        raise ValueError(f"stride must be an integer in [1, max_length={max_length}], got {stride!r}")
+    max_length, stride = int(max_length), int(stride)
 
     n = ids.size
     positions, logprobs = [], []
@@ -105,6 +113,10 @@ def score(model, input_ids, stride=None, max_length=None, progress=False):
             break
     return Score(token_ids=ids, positions=np.concatenate(positions),
                  logprobs=np.concatenate(logprobs), n_windows=len(logprobs))
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def perplexity(model, input_ids, stride=None, max_length=None):

@@ -123,7 +123,11 @@ class Reference:
             with npz:
                 arrays = {name: npz[name] for name in npz.files}
         except (ValueError, zipfile.BadZipFile, EOFError) as error:
-            raise ValueError(f"{path}: not a reference .npz file ({error})") from None
+            # numpy reads any other file as a pickle, which it refuses: say so plainly
+            why = "neither .npz nor .npy" if "allow_pickle" in str(error) else error
+            raise ValueError(f"{path}: not a reference .npz file ({why})") from None
+        except IsADirectoryError:
+            raise ValueError(f"{path} is a folder; pass the reference .npz file") from None
         required = ("format_version", "config_json", "input_ids", "hidden_states", "logits")
         missing = [key for key in required if key not in arrays]
         if missing:
@@ -156,6 +160,9 @@ class Reference:
         if ids.ndim != 2 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"{origin}: input_ids must be integers [batch, seq], got {ids.dtype} "
                              f"{ids.shape}")
+        if ids.min() < 0 or ids.max() >= cfg.vocab_size:
+            raise ValueError(f"{origin}: input_ids must be in 0..{cfg.vocab_size - 1} (the vocab_size of "
+                             f"its config), got {int(ids.min() if ids.min() < 0 else ids.max())}")
         b, t = ids.shape
         expected = {"hidden_states": (cfg.n_layer + 1, b, t, cfg.n_embd),
                     "logits": (b, t, cfg.vocab_size)}
@@ -492,8 +499,8 @@ def compare(model, reference, input_ids=None, tolerance=DEFAULT_TOLERANCE, backe
     """
     from .model import GPT2LMHeadModel
 
-    if not tolerance > 0:
-        raise ValueError(f"tolerance must be > 0, got {tolerance}")
+    if not isinstance(tolerance, (int, float, np.number)) or not tolerance > 0:
+        raise ValueError(f"tolerance must be a number > 0, got {tolerance!r}")
     folder = None
     if not isinstance(model, GPT2LMHeadModel):
         folder = _model_folder(model)

@@ -160,3 +160,129 @@ def test_deeply_nested_header(tmp_path):
 def test_load_file_of_a_folder(tmp_path):
     with pytest.raises(ValueError, match="is a folder; pass the .safetensors file inside it"):
         load_file(tmp_path)
+
+
+# ---- model folders and call arguments ------------------------------------------------------------
+
+def tiny_tensors():
+    return {k: np.array(v) for k, v in load_file(TINY / "model.safetensors").items()}
+
+
+def model_folder(tmp_path, tensors=None, index=None):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(TINY / "config.json", folder)
+    if tensors is not None:
+        save_file(tensors, folder / "model.safetensors")
+    if index is not None:
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return folder
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.bool_])
+def test_weights_that_are_not_floats(tmp_path, dtype):
+    from minigpt2.model import GPT2LMHeadModel
+
+    tensors = tiny_tensors()
+    tensors["transformer.h.0.ln_1.weight"] = tensors["transformer.h.0.ln_1.weight"].astype(dtype)
+    # was: loaded, and the integers used as weights
+    with pytest.raises(ValueError, match=f"model.safetensors: tensor 'h.0.ln_1.weight' has dtype "
+                                         f"{np.dtype(dtype)}; GPT-2 weights must be floating point"):
+        GPT2LMHeadModel.from_pretrained(model_folder(tmp_path, tensors))
+
+
+@pytest.mark.parametrize("weight_map, match", [
+    ({"wte.weight": "model-00001.safetensors"},
+     r"lists shard 'model-00001.safetensors', which is not in .*incomplete download"),   # was FileNotFoundError
+    ({"wte.weight": "../../model.safetensors"},
+     r"shard '../../model.safetensors' is not a file name in the model folder"),         # was read
+    (["model-00001.safetensors"], "weight_map must map tensor names to shard file names"),  # was AttributeError
+])
+def test_bad_shard_index(tmp_path, weight_map, match):
+    from minigpt2.model import GPT2LMHeadModel
+
+    folder = model_folder(tmp_path, index={"metadata": {}, "weight_map": weight_map})
+    with pytest.raises(ValueError, match="model.safetensors.index.json: " + match):
+        GPT2LMHeadModel.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from minigpt2.model import GPT2LMHeadModel
+
+    return GPT2LMHeadModel.from_pretrained(TINY, backend="numpy")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    # were numpy's "setting an array element with a sequence..." / "could not convert string to float"
+    (dict(input_ids=[[1, 2], [3]]), "input_ids: rows of different lengths"),
+    (dict(input_ids=[[1, 2], [3, 4]], attention_mask=[[1, 1], [1]]), "attention_mask: rows of different lengths"),
+    (dict(input_ids=[[1, 2]], head_mask="x"), "head_mask must hold numbers"),
+])
+def test_model_arguments_numpy_cannot_read(tiny_model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_model(**kwargs)
+
+
+# ---- heads ---------------------------------------------------------------------------------------
+
+def test_question_answering_positions_of_the_wrong_width():
+    from minigpt2.heads import GPT2ForQuestionAnswering
+
+    qa = GPT2ForQuestionAnswering.from_pretrained(FIXTURES / "heads" / "qa", backend="numpy")
+    # was numpy's "cannot select an axis to squeeze out which has size not equal to one"
+    with pytest.raises(ValueError, match=r"start_positions must be integers of shape \(1,\) or \(1, 1\), "
+                                         r"got int64 \(1, 2\)"):
+        qa([[1, 2]], start_positions=[[0, 1]], end_positions=[[0, 1]])
+
+
+def test_double_heads_mc_token_ids_cannot_be_ignored():
+    from minigpt2.heads import GPT2DoubleHeadsModel
+
+    model = GPT2DoubleHeadsModel.from_pretrained(FIXTURES / "heads" / "double_heads", backend="numpy")
+    # -100 means "ignored" for labels, but a summary position must exist: was an IndexError
+    with pytest.raises(ValueError, match=r"mc_token_ids must be in 0..1, got -100 at \(0, 0\)"):
+        model([[[1, 2], [3, 4]]], mc_token_ids=[[-100, 1]])
+    with pytest.raises(ValueError, match="input_ids: rows of different lengths"):
+        model([[[1, 2], [3]]])
+
+
+# ---- verify --------------------------------------------------------------------------------------
+
+def test_verify_reference_files_that_are_not_references(tmp_path, tiny_model):
+    from minigpt2 import verify
+
+    with pytest.raises(ValueError, match=r"model.safetensors: not a reference .npz file \(neither .npz nor .npy\)"):
+        verify.Reference.load(TINY / "model.safetensors")      # numpy's message suggested allow_pickle
+    with pytest.raises(ValueError, match="is a folder; pass the reference .npz file"):
+        verify.Reference.load(tmp_path)
+    with pytest.raises(ValueError, match="tolerance must be a number > 0, got '1e-4'"):
+        verify.compare(tiny_model, FIXTURES / "verify" / "reference.npz", tolerance="1e-4")
+
+
+def test_verify_reference_ids_outside_its_vocabulary(tmp_path):
+    from minigpt2 import verify
+
+    arrays = dict(np.load(FIXTURES / "verify" / "reference.npz"))
+    arrays["input_ids"] = arrays["input_ids"] + 1000
+    path = tmp_path / "ref.npz"
+    np.savez(path, **arrays)
+    # was reported by the model, without the file: "input_ids must be in 0..95 (vocab_size)"
+    with pytest.raises(ValueError, match=r"ref.npz: input_ids must be in 0..95 \(the vocab_size of its config\)"):
+        verify.Reference.load(path)
+
+
+# ---- scoring -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ids, kwargs, match", [
+    ([1.7, 2.2, 3.9], {}, "input_ids must hold integers, got dtype float64"),     # was scored as [1, 2, 3]
+    ([True, False, True], {}, "input_ids must hold integers, got dtype bool"),
+    ([[1, 2], [3]], {}, "score takes one text: .*rows of different lengths"),
+    (list(range(10)), dict(stride=2.5), r"stride must be an integer in \[1, max_length=64\], got 2.5"),
+    (list(range(10)), dict(max_length=8.0), r"max_length must be an integer in \[2, 64\]"),
+])
+def test_score_refuses_what_it_used_to_round(tiny_model, ids, kwargs, match):
+    from minigpt2.scoring import score
+
+    with pytest.raises(ValueError, match=match):
+        score(tiny_model, ids, **kwargs)
