@@ -65,7 +65,8 @@ def apply_min_new_tokens(scores, n_new_tokens, min_new_tokens, eos_token_ids):
     if n_new_tokens >= min_new_tokens or not eos_token_ids:
         return scores
     scores = scores.copy()
-    scores[:, list(eos_token_ids)] = -np.inf
+    # ids past the vocabulary cannot be generated anyway (transformers' isin skips them too)
+    scores[:, [i for i in eos_token_ids if 0 <= i < scores.shape[1]]] = -np.inf
     return scores
 
 
@@ -176,6 +177,8 @@ def make_rng(seed):
         return seed
     if seed is None:
         return np.random.Generator(np.random.PCG64())
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be None, an integer >= 0 or a numpy Generator, got {seed!r}")
     return np.random.Generator(np.random.PCG64(int(seed)))
 
 
@@ -303,18 +306,30 @@ def _check_arguments(max_new_tokens, min_new_tokens, temperature, top_k, top_p,
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if not isinstance(min_new_tokens, (int, np.integer)) or min_new_tokens < 0:
         raise ValueError(f"min_new_tokens must be an integer >= 0, got {min_new_tokens!r}")
-    if temperature is None or temperature < 0:
+    if not _is_number(temperature) or not temperature >= 0:     # `not >=`: NaN fails too
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 0):
         raise ValueError(f"top_k must be an integer >= 0 (0 or None = off), got {top_k!r}")
-    if top_p is None or not 0.0 <= top_p <= 1.0:
+    if not _is_number(top_p) or not 0.0 <= top_p <= 1.0:
         raise ValueError(f"top_p must be in [0, 1], got {top_p!r}")
-    if repetition_penalty is None or repetition_penalty <= 0:
+    if not _is_number(repetition_penalty) or not repetition_penalty > 0:
         raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty!r}")
     if not isinstance(num_return_sequences, (int, np.integer)) or num_return_sequences < 1:
         raise ValueError(f"num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
     if num_return_sequences > 1 and not do_sample:
         raise ValueError("num_return_sequences > 1 needs do_sample=True (greedy rows would be identical)")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
+def _token_id_list(name, value):
+    """An int or a list of ints, each >= 0 -> list of ints (a float such as 2.7 is not an id)."""
+    values = np.atleast_1d(np.asarray(value))
+    if values.ndim != 1 or (values.size and not np.issubdtype(values.dtype, np.integer)) or (values < 0).any():
+        raise ValueError(f"{name} must be a token id >= 0 or a list of them, got {value!r}")
+    return [int(v) for v in values]
 
 
 def _positions(attention_mask):
@@ -346,16 +361,23 @@ def iter_generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_
     vocab_size = model.config.vocab_size
     if input_ids.max() >= vocab_size or input_ids.min() < 0:
         raise ValueError(f"input_ids holds ids outside [0, {vocab_size}) (vocab_size of the model)")
-    eos_token_ids = [] if eos_token_id is None else list(np.atleast_1d(eos_token_id).astype(int))
+    eos_token_ids = [] if eos_token_id is None else _token_id_list("eos_token_id", eos_token_id)
     if pad_token_id is None:
         pad_token_id = eos_token_ids[0] if eos_token_ids else 0   # transformers does the same
+    elif _token_id_list("pad_token_id", pad_token_id)[0] >= vocab_size or np.ndim(pad_token_id):
+        # finished rows are fed this id: past the vocabulary, the model would fail mid-generation
+        raise ValueError(f"pad_token_id must be one id in [0, {vocab_size}) (vocab_size of the model), "
+                         f"got {pad_token_id!r}")
     n_positions = model.config.n_positions
     if not crop and input_ids.shape[1] + max_new_tokens > n_positions:
         raise ValueError(
             f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) > n_positions "
             f"({n_positions}), the model's context: shorten the prompt or max_new_tokens, or pass "
             f"crop=True (--crop) to keep going on the last {n_positions} tokens")
-    stop = [stop] if isinstance(stop, str) else list(stop or [])
+    stop = [stop] if isinstance(stop, str) else stop or []
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+        raise ValueError(f"stop must be a string or a list of strings, got {stop!r}")
+    stop = list(stop)
     if stop and tokenizer is None:
         raise ValueError("stop strings need tokenizer= to turn tokens into text")
 

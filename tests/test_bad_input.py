@@ -286,3 +286,35 @@ def test_score_refuses_what_it_used_to_round(tiny_model, ids, kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         score(tiny_model, ids, **kwargs)
+
+
+# ---- generate ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, match", [
+    # NaN passed every `< 0` check: NaN temperature failed later with "every token was filtered
+    # out", a NaN repetition penalty generated silently (always the same token)
+    (dict(do_sample=True, temperature=float("nan")), "temperature must be >= 0 .*got nan"),
+    (dict(repetition_penalty=float("nan")), "repetition_penalty must be > 0, got nan"),
+    (dict(do_sample=True, temperature="1"), "temperature must be >= 0 .*got '1'"),      # was TypeError
+    (dict(do_sample=True, top_p="0.5"), r"top_p must be in \[0, 1\], got '0.5'"),       # was TypeError
+    (dict(eos_token_id=2.7), "eos_token_id must be a token id >= 0 or a list of them, got 2.7"),   # was 2
+    (dict(eos_token_id=-1, min_new_tokens=2), "eos_token_id must be a token id >= 0"),  # banned the last id
+    (dict(pad_token_id=10**6), r"pad_token_id must be one id in \[0, 512\)"),           # failed mid-generation
+    (dict(do_sample=True, seed=-1), "seed must be None, an integer >= 0 or a numpy Generator, got -1"),
+    (dict(do_sample=True, seed="abc"), "seed must be None, an integer >= 0 or a numpy Generator, got 'abc'"),
+    (dict(stop=5, tokenizer="unused"), "stop must be a string or a list of strings, got 5"),  # was TypeError
+])
+def test_generate_arguments(tiny_model, kwargs, match):
+    from minigpt2.generate import generate
+
+    with pytest.raises(ValueError, match=match):
+        generate(tiny_model, [[1, 2, 3]], max_new_tokens=3, **kwargs)
+
+
+def test_min_new_tokens_with_an_eos_outside_the_vocabulary(tiny_model):
+    from minigpt2.generate import generate
+
+    # The default eos 50256 is past this model's 512 ids: it can never be generated, so
+    # min_new_tokens has nothing to ban (was an IndexError); the result is plain greedy decoding.
+    out = generate(tiny_model, [[1, 2, 3]], max_new_tokens=3, min_new_tokens=2)
+    np.testing.assert_array_equal(out, generate(tiny_model, [[1, 2, 3]], max_new_tokens=3))
