@@ -509,6 +509,11 @@ def add_bench_command(subparsers):
         if args.model in PRESETS:
             folder = bench.write_random_checkpoint(bench.default_folder(args.model), args.model)
         elif os.path.isdir(args.model):
+            from minigpt2.checkpoints import weight_files
+            from minigpt2.config import GPT2Config
+
+            GPT2Config.from_pretrained(args.model)   # here, not as a traceback from every worker
+            weight_files(args.model)
             folder = args.model
         else:
             raise ValueError(f"--model must be one of {sorted(PRESETS)} or a folder, got {args.model!r}")

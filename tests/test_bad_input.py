@@ -318,3 +318,15 @@ def test_min_new_tokens_with_an_eos_outside_the_vocabulary(tiny_model):
     # min_new_tokens has nothing to ban (was an IndexError); the result is plain greedy decoding.
     out = generate(tiny_model, [[1, 2, 3]], max_new_tokens=3, min_new_tokens=2)
     np.testing.assert_array_equal(out, generate(tiny_model, [[1, 2, 3]], max_new_tokens=3))
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+def test_cli_bench_on_a_folder_that_is_not_a_model(tmp_path, capsys):
+    from minigpt2 import cli
+
+    (tmp_path / "config.json").write_text((TINY / "config.json").read_text())
+    # was: every worker process died with a traceback from from_pretrained
+    assert cli.main(["bench", "--model", str(tmp_path), "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("minigpt2: error: ") and "no model.safetensors" in err and "Traceback" not in err
