@@ -68,7 +68,7 @@ def load_vocab(vocab_file):
     try:
         with open(vocab_file, encoding="utf-8") as f:
             encoder = json.load(f)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{vocab_file}: not valid JSON ({error})") from None
     if not isinstance(encoder, dict) or not all(isinstance(i, int) for i in encoder.values()):
         raise ValueError(f"{vocab_file}: expected a JSON object mapping token strings to integer ids")
@@ -79,8 +79,11 @@ def load_vocab(vocab_file):
 
 def load_merges(merges_file):
     """vocab.bpe / merges.txt -> list of (left, right) pairs; the rank of a merge is its index."""
-    with open(merges_file, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    try:
+        with open(merges_file, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{merges_file}: not UTF-8 text ({error})") from None
     first = 1 if lines and lines[0].startswith("#version") else 0   # "#version: 0.2" header
     merges = [tuple(line.rstrip("\r").split(" ")) for line in lines[first:]]
     for line_number, merge in enumerate(merges, start=first + 1):
@@ -131,6 +134,7 @@ class GPT2Tokenizer:
         self.bpe_ranks = {pair: rank for rank, pair in enumerate(merges)}  # (left, right) -> rank
         self.add_prefix_space = add_prefix_space
         self.padding_side, self.truncation_side = padding_side, truncation_side
+        _check_positive_int(model_max_length, "model_max_length")
         self.model_max_length = model_max_length
         self.unk_token, self.bos_token, self.eos_token = unk_token, bos_token, eos_token
         self.pad_token = pad_token   # None, as in transformers: GPT-2 was trained without padding
@@ -556,7 +560,10 @@ class GPT2Tokenizer:
             if disallowed_special:
                 self._refuse_disallowed(t, disallowed_special, allowed)
             if return_offsets_mapping:
-                pairs = list(self._encode_chunks(t, allowed))
+                try:
+                    pairs = list(self._encode_chunks(t, allowed))
+                except UnicodeEncodeError:
+                    raise _surrogate_error(t) from None
                 pairs = self._truncate(pairs, limit) if truncate else pairs
                 id_rows.append([token_id for token_id, _ in pairs])
                 offset_rows.append([span for _, span in pairs])
@@ -580,7 +587,10 @@ class GPT2Tokenizer:
 
     def explain(self, text, allowed_special="all"):
         """Show the work: pieces, their bytes, each merge applied, the ids. Returns an Explanation."""
-        return explain(self, text, self._special_set(allowed_special, "allowed_special"))
+        try:
+            return explain(self, text, self._special_set(allowed_special, "allowed_special"))
+        except UnicodeEncodeError:
+            raise _surrogate_error(text) from None
 
 
 def _sha256(path):
@@ -630,8 +640,10 @@ def _read_tokenizer_config(folder):
         return {}
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object of settings, got {type(config).__name__}")
     settings = {}
     for key in ("add_prefix_space", "padding_side", "truncation_side", "pad_token"):
         value = config.get(key)

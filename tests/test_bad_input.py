@@ -93,6 +93,39 @@ def test_lone_surrogate_is_named(tok):
         tok.encode("caf\udcff")
 
 
+def test_lone_surrogate_with_offsets_and_explain(tok):
+    with pytest.raises(ValueError, match="text holds a lone surrogate"):
+        tok("a\udcffb", return_offsets_mapping=True)
+    with pytest.raises(ValueError, match="text holds a lone surrogate"):
+        tok.explain("a\udcffb")
+
+
+def vocab_folder(tmp_path, vocab=None, merges=None, tokenizer_config=None):
+    data = Path(__file__).resolve().parents[1] / "minigpt2" / "data" / "gpt2"
+    (tmp_path / "vocab.json").write_bytes(vocab if vocab is not None else (data / "encoder.json").read_bytes())
+    (tmp_path / "merges.txt").write_bytes(merges if merges is not None else (data / "vocab.bpe").read_bytes())
+    if tokenizer_config is not None:
+        (tmp_path / "tokenizer_config.json").write_text(tokenizer_config)
+    return tmp_path
+
+
+@pytest.mark.parametrize("files, match", [
+    # were UnicodeDecodeError / AttributeError messages that named no file
+    (dict(vocab=b"\xff\xfe"), r"vocab.json: not valid JSON \('utf-8' codec"),
+    (dict(merges=b"#version: 0.2\n\xff\xfe x\n"), r"merges.txt: not UTF-8 text"),
+    (dict(tokenizer_config="[1]"), r"tokenizer_config.json: expected a JSON object of settings, got list"),
+])
+def test_tokenizer_files_that_cannot_be_read(tmp_path, files, match):
+    with pytest.raises(ValueError, match=match):
+        GPT2Tokenizer.from_pretrained(vocab_folder(tmp_path, **files))
+
+
+def test_model_max_length_is_checked():
+    # model_max_length=0 truncated every text to nothing
+    with pytest.raises(ValueError, match="model_max_length must be None or an integer >= 1, got 0"):
+        GPT2Tokenizer.from_pretrained("gpt2", model_max_length=0)
+
+
 def test_save_vocabulary_onto_a_file(tok, tmp_path):
     target = tmp_path / "a_file"
     target.write_text("keep me")
