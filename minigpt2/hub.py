@@ -213,6 +213,9 @@ def resolve_model_folder(name_or_path, cache_dir=None, local_files_only=False, r
     docstring). Raises ValueError for a bad name and HubError (an OSError) when the model is not
     available, each with a one-line message.
     """
+    if name_or_path is None or not os.fspath(name_or_path).strip():
+        # Path("") is ".": an empty name would quietly load whatever is in the current folder
+        raise ValueError(f"no model given ({name_or_path!r}): pass a model name such as 'gpt2' or a folder")
     path = Path(os.fspath(name_or_path)).expanduser()
     if path.is_dir():
         return path

@@ -363,3 +363,15 @@ def test_cli_bench_on_a_folder_that_is_not_a_model(tmp_path, capsys):
     assert cli.main(["bench", "--model", str(tmp_path), "--quick"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("minigpt2: error: ") and "no model.safetensors" in err and "Traceback" not in err
+
+
+def test_an_empty_model_name_is_not_the_current_folder(tmp_path, monkeypatch):
+    from minigpt2.model import GPT2LMHeadModel
+
+    # Path("") is ".": from_pretrained("") loaded whatever model the current folder held
+    shutil.copy(TINY / "config.json", tmp_path)
+    shutil.copy(TINY / "model.safetensors", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for name in ("", "  "):
+        with pytest.raises(ValueError, match=r"no model given \('\s*'\): pass a model name such as 'gpt2' or a folder"):
+            GPT2LMHeadModel.from_pretrained(name)
