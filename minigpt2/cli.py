@@ -90,7 +90,12 @@ def _load(name, backend="numba"):
     from minigpt2.tokenizer import GPT2Tokenizer
 
     folder = _model_folder(name)
-    return GPT2LMHeadModel.from_pretrained(folder, backend=backend), GPT2Tokenizer.from_pretrained(folder), folder
+    model, tokenizer = GPT2LMHeadModel.from_pretrained(folder, backend=backend), GPT2Tokenizer.from_pretrained(folder)
+    if len(tokenizer) > model.config.vocab_size:
+        # else the first id past the model's vocabulary fails deep in the run, naming no file
+        raise ValueError(f"{folder}: the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                         f"{model.config.vocab_size}; put the model's own vocab.json and merges.txt in the folder")
+    return model, tokenizer, folder
 
 
 def _unescape(text):

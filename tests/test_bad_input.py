@@ -375,3 +375,14 @@ def test_an_empty_model_name_is_not_the_current_folder(tmp_path, monkeypatch):
     for name in ("", "  "):
         with pytest.raises(ValueError, match=r"no model given \('\s*'\): pass a model name such as 'gpt2' or a folder"):
             GPT2LMHeadModel.from_pretrained(name)
+
+
+def test_cli_model_whose_tokenizer_outgrows_its_vocabulary(capsys):
+    from minigpt2 import cli
+
+    # the tiny fixture has vocab_size 512 and no vocabulary files, so GPT-2's 50257-token one is used:
+    # was "input_ids holds ids outside [0, 512)" for a prompt the user typed, naming no file
+    assert cli.main(["generate", "Hello world", "--model", str(TINY), "--backend", "numpy"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("minigpt2: error: ") and "tiny: the tokenizer has 50257 tokens but the model's " \
+        "vocab_size is 512" in err
