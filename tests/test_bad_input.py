@@ -386,3 +386,13 @@ def test_cli_model_whose_tokenizer_outgrows_its_vocabulary(capsys):
     err = capsys.readouterr().err
     assert err.startswith("minigpt2: error: ") and "tiny: the tokenizer has 50257 tokens but the model's " \
         "vocab_size is 512" in err
+
+
+# ---- KV cache ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("beam_idx", [[5], [-1], [0.5], [True]])
+def test_cache_reorder_takes_row_indices(tiny_model, beam_idx):
+    cache = tiny_model([[1, 2]], use_cache=True).past_key_values
+    # were IndexErrors, or for -1 / True a silently different row choice
+    with pytest.raises(ValueError, match=r"beam_idx must be a 1-D list of row indices in 0..0"):
+        cache.reorder(beam_idx)
