@@ -367,6 +367,9 @@ class GPT2Tokenizer:
             return self._all_special
         if not value:
             return frozenset()
+        if isinstance(value, str):       # frozenset("<|endoftext|>") would be its characters
+            raise ValueError(f"{name} must be 'all' or a set of special tokens, e.g. {name}={{{value!r}}}; "
+                             f"got the string {value!r}")
         value = frozenset(value)
         unknown = value - self._all_special
         if unknown:

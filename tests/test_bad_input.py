@@ -87,6 +87,13 @@ def test_id_conversions_refuse_non_ids(tok):
         tok.pad_token_id = "x"
 
 
+def test_allowed_special_as_a_bare_string(tok):
+    # was: "allowed_special: ['<', '>', 'd', 'e', ...] are not special tokens" (the string's characters)
+    with pytest.raises(ValueError, match=r"allowed_special must be 'all' or a set of special tokens, "
+                                         r"e.g. allowed_special=\{'<\|endoftext\|>'\}"):
+        tok.encode("Hello<|endoftext|>", allowed_special="<|endoftext|>")
+
+
 def test_lone_surrogate_is_named(tok):
     # what sys.argv holds for undecodable bytes (surrogateescape); was a bare UnicodeEncodeError
     with pytest.raises(ValueError, match=r"text holds a lone surrogate '\\udcff'.*errors='replace'"):
