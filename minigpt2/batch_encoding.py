@@ -22,7 +22,7 @@ class BatchEncoding(dict):
 def pad_and_stack(tokenizer, id_rows, offset_rows, *, single, padding, max_length, pad_to_multiple_of,
                   return_tensors, return_attention_mask):
     """id_rows: a list of ids per text; offset_rows: a list of (start, end) per text, or None."""
-    if padding not in PADDING_MODES:
+    if not isinstance(padding, (bool, str, type(None))) or padding not in PADDING_MODES:   # a list is unhashable
         raise ValueError(f"padding must be False, True, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
     if return_tensors not in (None, "np"):
         raise ValueError(f"return_tensors must be None or 'np' (minigpt2 is NumPy only), got {return_tensors!r}")

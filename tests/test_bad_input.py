@@ -51,6 +51,12 @@ def test_tokenizer_lengths_are_checked(tok, kwargs, match):
         tok(["Hello world", "a"], **kwargs)
 
 
+def test_padding_of_an_unhashable_kind(tok):
+    with pytest.raises(ValueError, match=r"padding must be False, True, 'longest', 'max_length' or 'do_not_pad', "
+                                         r"got \['longest'\]"):
+        tok(["a", "b c"], padding=["longest"])             # was TypeError: unhashable type: 'list'
+
+
 def test_encode_max_length_is_checked(tok):
     with pytest.raises(ValueError, match="max_length must be None or an integer >= 1, got -2"):
         tok.encode("Hello world", max_length=-2)
