@@ -199,7 +199,7 @@ class GPT2Config:
             config = cls.from_json_file(path)
         elif os.path.isfile(folder) and folder.endswith(".json"):
             config = cls.from_json_file(folder)
-        elif folder in PRESETS or folder.split("/")[-1] in PRESETS:
+        elif folder in PRESETS or _is_repo_id_of_preset(folder):
             config = cls(**PRESETS[folder.split("/")[-1]])
         else:
             raise ValueError(
@@ -214,6 +214,13 @@ class GPT2Config:
             raise ValueError(f"{folder} is a file; save_pretrained needs a folder to write {CONFIG_NAME} into")
         os.makedirs(folder, exist_ok=True)
         self.to_json_file(os.path.join(folder, CONFIG_NAME))
+
+
+def _is_repo_id_of_preset(name):
+    """'openai-community/gpt2' -> True; a path such as './models/gpt2' (a folder that does not exist,
+    maybe a typo) -> False, so it is an error rather than the preset's config."""
+    owner, _, model = name.partition("/")
+    return bool(owner) and model in PRESETS and not owner.startswith((".", "~")) and "/" not in model
 
 
 # The five official checkpoints (same numbers as their config.json on the Hugging Face hub).

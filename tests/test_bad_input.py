@@ -172,6 +172,13 @@ def test_config_files_that_are_not_json(tmp_path):
         GPT2Config.from_dict([1])
 
 
+@pytest.mark.parametrize("path", ["./models/gpt2", "/no/such/folder/gpt2-medium", "~/distilgpt2"])
+def test_a_missing_folder_named_like_a_preset_is_not_the_preset(path):
+    # was: the preset's config, silently, for a mistyped path that happened to end in "gpt2"
+    with pytest.raises(ValueError, match="is neither a folder with config.json nor one of the presets"):
+        GPT2Config.from_pretrained(path)
+
+
 def test_config_save_pretrained_onto_a_file(tmp_path):
     target = tmp_path / "model"
     target.write_text("keep me")
