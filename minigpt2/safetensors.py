@@ -16,6 +16,7 @@ tensor, never with a NumPy reshape traceback or garbage numbers. Nothing is ever
 import json
 import math
 import os
+import shutil
 import struct
 
 import numpy as np
@@ -221,8 +222,23 @@ def save_file(tensors, path, metadata=None, bf16=()):
         header["__metadata__"] = metadata
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)          # pad with spaces so the data starts 8-byte aligned
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for array in arrays:
-            f.write(memoryview(array.reshape(-1)).cast("B") if array.size else b"")
+    # Write a temporary file next to `path`, then rename it over `path`. Opening `path` itself
+    # with "wb" would truncate it first: tensors memory-mapped from that same file (load_file,
+    # then save_file to the same path) would vanish mid-write (a bus error and an empty file),
+    # and an interrupted write would leave half a file where the old one was.
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"save_file: {path} is a folder; pass the path of the .safetensors file to write")
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(temporary, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)))
+            f.write(raw)
+            for array in arrays:
+                f.write(memoryview(array.reshape(-1)).cast("B") if array.size else b"")
+        if os.path.exists(path):
+            shutil.copymode(path, temporary)         # keep the permissions of the file replaced
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

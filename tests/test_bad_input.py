@@ -416,3 +416,26 @@ def test_cache_reorder_takes_row_indices(tiny_model, beam_idx):
     # were IndexErrors, or for -1 / True a silently different row choice
     with pytest.raises(ValueError, match=r"beam_idx must be a 1-D list of row indices in 0..0"):
         cache.reorder(beam_idx)
+
+
+def test_save_file_over_the_file_its_tensors_are_mapped_from(tmp_path):
+    # load_file maps the file; save_file opened the same path with "wb", truncating it under the
+    # map: the process died with a bus error and the checkpoint was left empty.
+    path = tmp_path / "model.safetensors"
+    shutil.copy(TINY / "model.safetensors", path)
+    path.chmod(0o640)
+    expected = {name: np.array(array) for name, array in load_file(path).items()}
+    tensors = load_file(path)
+    tensors["extra"] = np.arange(3, dtype=np.float32)
+    save_file(tensors, path)
+    back = load_file(path)
+    assert sorted(back) == sorted([*expected, "extra"])
+    for name, array in expected.items():
+        np.testing.assert_array_equal(back[name], array)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]     # no temporary left behind
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_save_file_to_a_folder(tmp_path):
+    with pytest.raises(ValueError, match="save_file: .* is a folder; pass the path of the .safetensors file"):
+        save_file({"a": np.zeros(2)}, tmp_path)
