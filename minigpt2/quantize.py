@@ -7,6 +7,8 @@ activations, the sums and everything else stay float32; only the storage of the 
 
     model = GPT2LMHeadModel.from_pretrained(folder)
     convert_model(model, "bfloat16")          # or "float16", "int8"; in place, returns model
+    save_converted(model, "gpt2-bf16")        # optional: later loads skip the conversion
+    model = load_converted("gpt2-bf16")       # packed arrays memory-mapped, nothing converted
 
 * bfloat16: the top 16 bits of the float32 (round to nearest even): 8 exponent bits, 7 mantissa
   bits, the same range as float32, about 3 significant digits.
@@ -160,3 +162,94 @@ def weight_bytes(model):
         add(array)
     add(getattr(model, "lm_head", None))
     return total
+
+
+# ---- saving and loading a converted model -----------------------------------------------------
+# The file is a safetensors file that minigpt2 reads back without converting anything: packed
+# matrices are stored as they sit in memory (one output channel per row for the block weights,
+# wte as [v, c]), under "<name>.<dtype>" plus "<name>.scale" for int8; the small tensors keep
+# their checkpoint names in float32. The metadata says {"minigpt2.dtype": dtype}. transformers
+# cannot read it (the layout is ours); keep the original checkpoint for that.
+
+_HF_LINEAR = dict(zip(_LINEAR_NAMES, ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")))
+
+
+def save_converted(model, folder):
+    """Write a converted GPT2LMHeadModel to folder/config.json + folder/model.safetensors."""
+    import os
+    from .safetensors import save_file
+
+    body = model.transformer
+    if not isinstance(body.wte, PackedWeight):
+        raise ValueError("save_converted: the model is not converted (call convert_model first)")
+    storage = body.wte.storage
+    tensors = {"wpe.weight": body.wpe, "ln_f.weight": body.ln_f[0], "ln_f.bias": body.ln_f[1]}
+
+    def put(name, weight):
+        tensors[f"{name}.{storage}"] = weight.data.view(np.uint16) if storage != "int8" else weight.data
+        if weight.scale is not None:
+            tensors[f"{name}.scale"] = weight.scale
+
+    for i, block in enumerate(body.h):
+        for ln in ("ln_1", "ln_2"):
+            tensors[f"h.{i}.{ln}.weight"], tensors[f"h.{i}.{ln}.bias"] = getattr(block, ln)
+        for name, hf_name in _HF_LINEAR.items():
+            weight, bias = getattr(block, name)
+            put(f"h.{i}.{hf_name}.weight", weight)
+            tensors[f"h.{i}.{hf_name}.bias"] = bias
+    put("wte.weight", body.wte)
+    if model.lm_head is not body.wte:
+        put("lm_head.weight", model.lm_head)
+    os.makedirs(folder, exist_ok=True)
+    model.config.save_pretrained(folder)
+    # uint16 is stored as U16 (bfloat16 or float16 bits: the metadata says which)
+    save_file({k: np.asarray(v) for k, v in tensors.items()}, os.path.join(folder, "model.safetensors"),
+              metadata={"format": "minigpt2", "minigpt2.dtype": storage})
+
+
+def load_converted(folder, backend="numba"):
+    """Load a folder written by save_converted: the packed arrays stay memory-mapped (no copy)."""
+    import os
+    from .checkpoints import expected_body_shapes
+    from .config import GPT2Config
+    from .model import GPT2LMHeadModel
+    from .safetensors import SafetensorsFile
+
+    path = os.path.join(os.fspath(folder), "model.safetensors")
+    f = SafetensorsFile(path)
+    storage = f.metadata.get("minigpt2.dtype")
+    if storage not in DTYPES[1:]:
+        raise ValueError(f"{path} was not written by save_converted (no 'minigpt2.dtype' in its metadata)")
+    config = GPT2Config.from_pretrained(folder)
+    shapes = expected_body_shapes(config)
+
+    def packed(name, rows_are_outputs):
+        key = f"{name}.{storage}"
+        if key not in f:
+            raise ValueError(f"{path}: missing tensor {key!r}")
+        data = f.get(key)
+        data = data.view(np.float16) if storage == "float16" else data
+        scale = f.get(f"{name}.scale") if storage == "int8" else None
+        weight = PackedWeight(data, scale, storage, rows_are_outputs)
+        if name in shapes and weight.shape != shapes[name]:
+            raise ValueError(f"{path}: tensor {key!r} holds a {weight.shape} weight, expected {shapes[name]}")
+        return weight
+
+    weights, packs = {}, {}
+    for name, shape in shapes.items():
+        if name == "wte.weight" or any(name.endswith(f"{hf}.weight") for hf in _HF_LINEAR.values()):
+            packs[name] = packed(name, rows_are_outputs=name != "wte.weight")
+            weights[name] = np.broadcast_to(np.float32(0), shape)     # a stand-in with the right shape
+        elif name in f:
+            weights[name] = f.get(name)
+    has_head = f"lm_head.weight.{storage}" in f
+    if has_head:                                                   # an untied LM head
+        weights["lm_head.weight"] = np.broadcast_to(np.float32(0), shapes["wte.weight"])
+    model = GPT2LMHeadModel(config, weights, backend=backend)
+    body = model.transformer
+    for i, block in enumerate(body.h):
+        for name, hf_name in _HF_LINEAR.items():
+            setattr(block, name, (packs[f"h.{i}.{hf_name}.weight"], getattr(block, name)[1]))
+    body.wte = packs["wte.weight"]
+    model.lm_head = packed("lm_head.weight", rows_are_outputs=False) if has_head else body.wte
+    return model

@@ -125,3 +125,25 @@ def test_convert_model_rejects_unknown_dtype():
     with pytest.raises(ValueError, match="dtype"):
         convert_model(model, "fp8")
     assert convert_model(model, "float32") is model
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_save_and_load_converted(storage, tmp_path, reference_logits):
+    from minigpt2.quantize import load_converted, save_converted
+    from minigpt2.safetensors import load_metadata
+
+    ids = reference_logits[0]
+    model = convert_model(GPT2LMHeadModel.from_pretrained(FIXTURES / "odd", backend="numba"), storage)
+    save_converted(model, tmp_path / "converted")
+    assert load_metadata(tmp_path / "converted" / "model.safetensors")["minigpt2.dtype"] == storage
+    loaded = load_converted(tmp_path / "converted", backend="numba")
+    assert isinstance(loaded.transformer.h[0].c_fc[0], PackedWeight)
+    assert loaded.lm_head is loaded.transformer.wte
+    np.testing.assert_array_equal(loaded(ids).logits, model(ids).logits)      # the same packed values
+    assert weight_bytes(loaded) == weight_bytes(model)
+
+
+def test_load_converted_rejects_an_ordinary_checkpoint():
+    from minigpt2.quantize import load_converted
+    with pytest.raises(ValueError, match="save_converted"):
+        load_converted(FIXTURES / "odd")
