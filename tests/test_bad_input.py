@@ -439,3 +439,28 @@ def test_save_file_over_the_file_its_tensors_are_mapped_from(tmp_path):
 def test_save_file_to_a_folder(tmp_path):
     with pytest.raises(ValueError, match="save_file: .* is a folder; pass the path of the .safetensors file"):
         save_file({"a": np.zeros(2)}, tmp_path)
+
+
+# ---- tokenizer: long single pieces (a hang before) -----------------------------------------------
+
+LONG_PIECES = ["😀" * 3000, "é" * 3000, "ab" * 2000 + "x", "a" * 5000, "aé😀1" * 700, "0" * 999]
+
+
+@pytest.mark.parametrize("text", LONG_PIECES, ids=["emoji", "e-acute", "ab", "a", "mixed", "digits"])
+def test_long_single_piece_against_tiktoken(tok, text):
+    # One pre-tokenizer piece of n bytes cost O(n^2) merge scans: 40 KB of one emoji took 20 s.
+    # Pieces longer than LONG_PIECE_BYTES use the heap loop, which must give tiktoken's ids.
+    pytest.importorskip("tiktoken")
+    from minigpt2.tokenizer_reference import tiktoken_gpt2
+
+    assert tok.encode(text) == tiktoken_gpt2().encode_ordinary(text)
+
+
+@pytest.mark.parametrize("text", LONG_PIECES, ids=["emoji", "e-acute", "ab", "a", "mixed", "digits"])
+def test_heap_and_list_merge_loops_agree(tok, text, monkeypatch):
+    import minigpt2.tokenizer as tokenizer_module
+
+    data = text.encode("utf-8")
+    heap_ids = tok.bpe_ids_long(data)
+    monkeypatch.setattr(tokenizer_module, "LONG_PIECE_BYTES", 10**9)   # the readable list loop
+    assert tok.bpe_ids(data) == heap_ids
