@@ -352,6 +352,8 @@ def iter_generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {attention_mask.shape}, input_ids {input_ids.shape}: "
                          "they must match")
+    if not np.isin(attention_mask, (0, 1)).all():
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
     if not np.all(attention_mask[:, -1] == 1) or np.any(np.diff(attention_mask, axis=-1) < 0):
         raise ValueError("attention_mask: generation needs left padding (zeros first, then ones, "
                          "last column all ones); pad prompts on the left")

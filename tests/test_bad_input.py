@@ -356,6 +356,7 @@ def test_score_refuses_what_it_used_to_round(tiny_model, ids, kwargs, match):
     (dict(do_sample=True, seed=-1), "seed must be None, an integer >= 0 or a numpy Generator, got -1"),
     (dict(do_sample=True, seed="abc"), "seed must be None, an integer >= 0 or a numpy Generator, got 'abc'"),
     (dict(stop=5, tokenizer="unused"), "stop must be a string or a list of strings, got 5"),  # was TypeError
+    (dict(attention_mask=[[2, 2, 1]]), r"attention_mask must hold only 0 \(padding\) and 1"),   # said "left padding"
 ])
 def test_generate_arguments(tiny_model, kwargs, match):
     from minigpt2.generate import generate
