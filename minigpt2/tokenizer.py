@@ -103,6 +103,12 @@ def find_vocab_files(folder):
         vocab_file, merges_file = Path(folder) / vocab_name, Path(folder) / merges_name
         if vocab_file.is_file() and merges_file.is_file():
             return vocab_file, merges_file
+    for vocab_name, merges_name in VOCAB_FILE_PAIRS:
+        # half a pair: falling back to GPT-2's files would silently use another vocabulary
+        present = [name for name in (vocab_name, merges_name) if (Path(folder) / name).is_file()]
+        if len(present) == 1:
+            missing = merges_name if present[0] == vocab_name else vocab_name
+            raise ValueError(f"{folder}: has {present[0]} but no {missing}; a GPT-2 tokenizer needs both")
     return None
 
 

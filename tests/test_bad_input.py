@@ -133,6 +133,14 @@ def test_tokenizer_files_that_cannot_be_read(tmp_path, files, match):
         GPT2Tokenizer.from_pretrained(vocab_folder(tmp_path, **files))
 
 
+def test_half_a_vocabulary_pair(tmp_path):
+    folder = vocab_folder(tmp_path)
+    (folder / "merges.txt").unlink()
+    # was: GPT-2's own vocabulary, silently, in place of the folder's vocab.json
+    with pytest.raises(ValueError, match="has vocab.json but no merges.txt; a GPT-2 tokenizer needs both"):
+        GPT2Tokenizer.from_pretrained(folder)
+
+
 def test_model_max_length_is_checked():
     # model_max_length=0 truncated every text to nothing
     with pytest.raises(ValueError, match="model_max_length must be None or an integer >= 1, got 0"):
