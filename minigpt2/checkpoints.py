@@ -151,4 +151,13 @@ def load_weights(folder, config):
             raise ValueError(f"{where}: tensor {name!r} has dtype {body[name].dtype}; GPT-2 weights "
                              "must be floating point (F32, F16, BF16 or F64)")
     check_body_weights(body, config, source)
+    # A body tensor the config has no place for (say h.11.* with n_layer=6 in config.json) would
+    # be dropped without a word: the model would run, on part of the weights.
+    expected = expected_body_shapes(config)
+    unused = [name for name in body if name not in expected]
+    if unused:
+        where = origin.get(unused[0], origin.get(BODY_PREFIX + unused[0], source))
+        more = f" (and {len(unused) - 1} more)" if len(unused) > 1 else ""
+        raise ValueError(f"{where}: tensor {unused[0]!r}{more} is not used by the model config.json "
+                         f"describes (n_layer={config.n_layer}); does config.json belong to these weights?")
     return body, heads

@@ -473,3 +473,16 @@ def test_heap_and_list_merge_loops_agree(tok, text, monkeypatch):
     heap_ids = tok.bpe_ids_long(data)
     monkeypatch.setattr(tokenizer_module, "LONG_PIECE_BYTES", 10**9)   # the readable list loop
     assert tok.bpe_ids(data) == heap_ids
+
+
+def test_weights_the_config_has_no_place_for(tmp_path):
+    from minigpt2.model import GPT2LMHeadModel
+
+    folder = model_folder(tmp_path, tiny_tensors())
+    config = json.loads((folder / "config.json").read_text())
+    config["n_layer"] = 1                  # the weights have 2 layers
+    (folder / "config.json").write_text(json.dumps(config))
+    # was: loaded, layer h.1 silently dropped
+    with pytest.raises(ValueError, match=r"model.safetensors: tensor 'h.1.\S+' \(and 11 more\) is not used by "
+                                         r"the model config.json describes \(n_layer=1\)"):
+        GPT2LMHeadModel.from_pretrained(folder)
