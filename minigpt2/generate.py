@@ -286,6 +286,9 @@ class GenerationStep:
 
 
 def _as_2d_int(name, array):
+    if isinstance(array, dict):     # e.g. generate(model, tokenizer(text)): the whole BatchEncoding
+        raise ValueError(f"{name} got a dict (keys {sorted(array)}); pass its arrays by name: "
+                         f"model.generate(**encoding) or {name}=encoding[{name!r}]")
     try:
         array = np.asarray(array)
     except ValueError:

@@ -25,6 +25,9 @@ def token_ids(ids, name, vocab_size, shape=None, allow=None):
 
 def _as_array(values, name):
     """np.asarray, with ragged nested lists as a ValueError naming the argument."""
+    if isinstance(values, dict):     # e.g. model(tokenizer(text)): the whole BatchEncoding
+        raise ValueError(f"{name} got a dict (keys {sorted(values)}); pass its arrays by name: "
+                         f"model(**encoding) or {name}=encoding[{name!r}]")
     try:
         return np.asarray(values)
     except ValueError:

@@ -486,3 +486,13 @@ def test_weights_the_config_has_no_place_for(tmp_path):
     with pytest.raises(ValueError, match=r"model.safetensors: tensor 'h.1.\S+' \(and 11 more\) is not used by "
                                          r"the model config.json describes \(n_layer=1\)"):
         GPT2LMHeadModel.from_pretrained(folder)
+
+
+def test_a_whole_batch_encoding_as_input_ids(tok, tiny_model):
+    encoding = tok("Hello world")
+    # was: "input_ids must hold integers, got dtype object" / "got shape ()"
+    with pytest.raises(ValueError, match=r"input_ids got a dict \(keys \['attention_mask', 'input_ids'\]\); "
+                                         r"pass its arrays by name: model\(\*\*encoding\)"):
+        tiny_model(encoding)
+    with pytest.raises(ValueError, match=r"input_ids got a dict .*model.generate\(\*\*encoding\)"):
+        tiny_model.generate(encoding)
