@@ -187,24 +187,22 @@ class GPT2Model(PretrainedMixin):
             attentions=tuple(attentions) if output_attentions else None)
 
 
-class GPT2LMHeadModel:
+class GPT2LMHeadModel(PretrainedMixin):
     """GPT2Model plus the language-modelling head: logits = hidden @ wte.T (the tied embedding)."""
 
     def __init__(self, config, weights, backend="numba"):
         self.transformer = GPT2Model(config, weights, backend=backend)
         self.config = config
         _, heads = split_body_and_heads(weights)
-        if config.tie_word_embeddings or "lm_head.weight" not in heads:
-            if not config.tie_word_embeddings:
-                raise ValueError("tie_word_embeddings is False but the weights have no 'lm_head.weight'")
+        if config.tie_word_embeddings:
             self.lm_head = self.transformer.wte                     # [v, c], tied: the same array, no copy
+        elif "lm_head.weight" not in heads:
+            raise ValueError("tie_word_embeddings is False but the weights have no 'lm_head.weight'")
         else:
             self.lm_head = np.asarray(heads["lm_head.weight"], np.float32)
             if self.lm_head.shape != self.transformer.wte.shape:
                 raise ValueError(f"tensor 'lm_head.weight' has shape {list(self.lm_head.shape)}, "
                                  f"expected {list(self.transformer.wte.shape)}")
-
-    from_pretrained = GPT2Model.__dict__["from_pretrained"]
 
     @property
     def backend(self):
@@ -236,7 +234,7 @@ class GPT2LMHeadModel:
         loss = None
         if labels is not None:
             b, t = h.shape[:2]
-            labels = _token_ids(labels, "labels", self.config.vocab_size, (b, t), allow=-100)
+            labels = inputs.token_ids(labels, "labels", self.config.vocab_size, (b, t), allow=-100)
             # position i predicts token i + 1: drop the last logits and the first label
             loss = ops.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                      labels[:, 1:].reshape(-1))
