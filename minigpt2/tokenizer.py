@@ -565,6 +565,9 @@ class GPT2Tokenizer:
 
     @pad_token.setter
     def pad_token(self, token):
+        if isinstance(token, int):
+            raise ValueError(f"pad_token is a token string such as '<|endoftext|>', got the int {token}; "
+                             "to set it by id, set pad_token_id")
         if token is not None and token not in self.encoder:
             raise ValueError(f"pad_token {token!r} is not in the vocabulary")
         self._pad_token = token

@@ -91,6 +91,9 @@ def test_id_conversions_refuse_non_ids(tok):
         tok.batch_decode(None)
     with pytest.raises(ValueError, match="token id 'x' is not in the vocabulary"):
         tok.pad_token_id = "x"
+    with pytest.raises(ValueError, match="pad_token is a token string .* got the int 50256; to set it by id, "
+                                         "set pad_token_id"):
+        GPT2Tokenizer.from_pretrained("gpt2").pad_token = 50256
 
 
 def test_allowed_special_as_a_bare_string(tok):
