@@ -141,6 +141,9 @@ class GPT2Tokenizer:
         self.decoder = {i: token for token, i in encoder.items()}     # id -> token string
         self.bpe_ranks = {pair: rank for rank, pair in enumerate(merges)}  # (left, right) -> rank
         self.add_prefix_space = add_prefix_space
+        for name, side in (("padding_side", padding_side), ("truncation_side", truncation_side)):
+            if side not in ("right", "left"):      # as transformers: checked here, not at the first batch
+                raise ValueError(f"{name} must be 'right' or 'left', got {side!r}")
         self.padding_side, self.truncation_side = padding_side, truncation_side
         _check_positive_int(model_max_length, "model_max_length")
         self.model_max_length = model_max_length

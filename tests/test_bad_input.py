@@ -144,6 +144,11 @@ def test_half_a_vocabulary_pair(tmp_path):
         GPT2Tokenizer.from_pretrained(folder)
 
 
+def test_padding_side_is_checked_when_loading():
+    with pytest.raises(ValueError, match="padding_side must be 'right' or 'left', got 'middle'"):
+        GPT2Tokenizer.from_pretrained("gpt2", padding_side="middle")
+
+
 def test_model_max_length_is_checked():
     # model_max_length=0 truncated every text to nothing
     with pytest.raises(ValueError, match="model_max_length must be None or an integer >= 1, got 0"):
