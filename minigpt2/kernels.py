@@ -151,6 +151,41 @@ def _vector(v, n, name):
     return v
 
 
+@intrinsic
+def _bits_to_float32(typingctx, bits):
+    """Reinterpret a uint32's bits as a float32 (a free register move; NumPy's .view for scalars)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvmlite.ir.FloatType())
+    return numba.types.float32(numba.types.uint32), codegen
+
+
+@njit(inline="always")
+def _exp(x):
+    """exp(x) for float32 x, to about 1 ulp, in arithmetic that vectorises (no libm call).
+
+    Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, a degree-7 polynomial for exp(r) (the
+    Cephes expf coefficients) and 2**n built from its exponent bits. Below -87.3 (where float32
+    results turn subnormal) it returns 0, above 88.7 inf, NaN stays NaN; every branch is a
+    select, so the loop still vectorises.
+    """
+    clamped = min(max(x, np.float32(-87.3)), np.float32(88.7))
+    n = np.floor(clamped * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = clamped - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    value = p * _bits_to_float32(np.uint32(np.int32(n) + np.int32(127)) << np.uint32(23))
+    if x < np.float32(-87.3):
+        return np.float32(0.0)
+    if x > np.float32(88.7):
+        return np.float32(np.inf)
+    return value if x == x else x
+
+
 # --------------------------------------------------------------------------------------------
 # layer norm
 
@@ -209,13 +244,13 @@ def layer_norm_naive(x, weight, bias, eps):
 # GELU (tanh form, "gelu_new")
 #
 # 0.5 * x * (1 + tanh(u)) == x / (1 + exp(-2u)) exactly (tanh(u) = 2 sigmoid(2u) - 1); the exp
-# form is used because Numba's scalar tanhf is ~6x slower than expf here (no SVML).
+# form is used because Numba calls libm's scalar tanhf here (no SVML), while _exp vectorises.
 
 
 @njit(inline="always")
 def _gelu_scalar(v):
     u2 = np.float32(2.0 * _SQRT_2_OVER_PI) * (v + np.float32(0.044715) * v * v * v)
-    return v / (np.float32(1.0) + np.exp(-u2))
+    return v / (np.float32(1.0) + _exp(-u2))
 
 
 @_threaded_and_serial()
@@ -312,14 +347,6 @@ def _matvec_out_in(x, weight_t, bias, apply_gelu, out):
 # ---- packed (bfloat16 / float16 / int8) weights: see quantize.py
 # The decode kernel reads the packed bytes and widens each value to float32 in registers, so
 # memory traffic shrinks to 2 or 1 bytes per weight while the sums stay float32.
-
-
-@intrinsic
-def _bits_to_float32(typingctx, bits):
-    """Reinterpret a uint32's bits as a float32 (a free register move; NumPy's .view for scalars)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llvmlite.ir.FloatType())
-    return numba.types.float32(numba.types.uint32), codegen
 
 
 @njit(inline="always")
@@ -468,7 +495,7 @@ def _softmax_rows(x, out):
             continue
         total = np.float32(0.0)
         for j in range(s):
-            e = np.exp(x[r, j] - maxval)
+            e = _exp(x[r, j] - maxval)
             out[r, j] = e
             total += e
         inv = np.float32(1.0) / total
@@ -513,11 +540,13 @@ def softmax_naive(x):
 
 @_threaded_and_serial(fastmath=_REDUCE)
 def _attention_kernel(query, key, value, mask, scale, head_scale, out, probs, write_probs):
-    # query [b, h, t, d], key/value [b, h, s, d], mask [b, t, s] (True = may attend),
-    # head_scale [h] -> out [b, h, t, d], probs [b, h, t, s] (written only if write_probs).
-    # One (batch, head) pair per task; each query row runs four passes over its visible keys.
+    # query [b, h, t, d], key/value [b, h, >= s, d] (only the first s rows along axis 2 are read),
+    # mask [b, t, s] (True = may attend), head_scale [h] -> out [b, h, t, d],
+    # probs [b, h, t, s] (written only if write_probs). All C-contiguous, so that the dot products
+    # over d vectorise. One (batch, head) pair per task; each query row runs four passes over
+    # its visible keys.
     b, h, t, d = query.shape
-    s = key.shape[2]
+    s = mask.shape[2]
     for bh in prange(b * h):
         bi = bh // h
         hi = bh % h
@@ -549,7 +578,7 @@ def _attention_kernel(query, key, value, mask, scale, head_scale, out, probs, wr
             total = np.float32(0.0)
             for j in range(s):
                 if row_mask[j]:
-                    e = np.exp(scores[j] - maxval)
+                    e = _exp(scores[j] - maxval)
                     scores[j] = e
                     total += e
                 else:
@@ -570,6 +599,45 @@ def _attention_kernel(query, key, value, mask, scale, head_scale, out, probs, wr
                 probs[bi, hi, ti, :] = scores
 
 
+@_threaded_and_serial(fastmath=_REDUCE)
+def _masked_softmax_inplace(scores, mask, scale, head_scale):
+    # scores [b, h, t, s] = q.k (from BLAS), mask [b, t, s] -> probs in place: softmax of
+    # scale * scores over the visible keys, exactly 0 on masked keys, times head_scale[h];
+    # a row with no visible key becomes all zeros. Same passes 1-3 as _attention_kernel.
+    b, h, t, s = scores.shape
+    for row in prange(b * h * t):
+        bi = row // (h * t)
+        hi = (row // t) % h
+        ti = row % t
+        x = scores[bi, hi, ti]
+        row_mask = mask[bi, ti]
+        maxval = -np.inf
+        for j in range(s):
+            if row_mask[j]:
+                x[j] *= scale
+                if x[j] > maxval:
+                    maxval = x[j]
+        if maxval == -np.inf:
+            x[:] = 0.0
+            continue
+        total = np.float32(0.0)
+        for j in range(s):
+            if row_mask[j]:
+                e = _exp(x[j] - maxval)
+                x[j] = e
+                total += e
+            else:
+                x[j] = 0.0
+        factor = head_scale[hi] / total
+        for j in range(s):
+            x[j] *= factor
+
+
+# Prefill attention with at least this many query rows uses BLAS for q.k and probs.v: it also
+# computes the masked (causal) half, but at BLAS speed, which beats skipping it in a loop.
+ATTENTION_BLAS_MIN_ROWS = 32
+
+
 def _check_attention_args(query, key, value, mask, head_mask):
     if query.ndim != 4 or key.ndim != 4 or value.ndim != 4:
         raise ValueError(f"query, key and value must be [batch, n_head, seq, head_dim], got shapes "
@@ -583,6 +651,23 @@ def _check_attention_args(query, key, value, mask, head_mask):
         raise ValueError(f"mask must have shape {(b, t, s)} (batch, query, key), got {mask.shape}")
     if head_mask is not None and np.shape(head_mask) != (h,):
         raise ValueError(f"head_mask must have shape ({h},), got {np.shape(head_mask)}")
+
+
+def _rows_buffer(a):
+    """a [b, h, s, d] as a C-contiguous array whose first s rows along axis 2 are a.
+
+    The KV cache hands out `buffer[:, :, :s]` of its preallocated C-contiguous buffer: the
+    buffer itself is returned (no copy; the kernel reads only s rows). Any other strided view
+    (a head split of the qkv projection) is copied, which is cheap next to the attention.
+    """
+    if a.flags.c_contiguous:
+        return a
+    base = a.base
+    if (isinstance(base, np.ndarray) and base.ndim == 4 and base.flags.c_contiguous
+            and base.dtype == a.dtype and base.shape[:2] == a.shape[:2] and base.shape[3] == a.shape[3]
+            and a.strides == base.strides and a.ctypes.data == base.ctypes.data):
+        return base
+    return np.ascontiguousarray(a)
 
 
 def attention(query, key, value, mask, scale, head_mask=None, output_attentions=False):
@@ -604,8 +689,15 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
     out = np.empty((b, h, t, d), dtype=np.float32)
     # probs is only allocated when asked for; the kernel still needs an array of the right rank
     probs = np.empty((b, h, t, s) if output_attentions else (0, 0, 0, 0), dtype=np.float32)
-    # Strided views (the KV cache's [:, :, :length], a head split of the qkv projection) are
-    # read in place; only the innermost axis must be contiguous for the dot products to vectorise.
+    if t >= ATTENTION_BLAS_MIN_ROWS:
+        # pass 1 by BLAS: scores = q @ k.T  [b, h, t, d] @ [b, h, d, s] -> [b, h, t, s]
+        scores = np.matmul(query, key.swapaxes(-1, -2))
+        # passes 2-3: masked softmax in place (masked keys -> 0, empty rows -> 0)
+        _masked_softmax_inplace[scores.size <= SERIAL_MAX_ELEMENTS](scores, mask, np.float32(scale), head_scale)
+        # pass 4 by BLAS: out = probs @ v  [b, h, t, s] @ [b, h, s, d] -> [b, h, t, d]
+        np.matmul(scores, value, out=out)
+        return out, (scores if output_attentions else None)
+    query, key, value = _rows_buffer(query), _rows_buffer(key), _rows_buffer(value)
     kernel = _attention_kernel[b * h * t * s * d <= 4 * SERIAL_MAX_ELEMENTS]
     kernel(query, key, value, mask, np.float32(scale), head_scale, out, probs, bool(output_attentions))
     return out, (probs if output_attentions else None)
