@@ -226,7 +226,7 @@ def save_file(tensors, path, metadata=None, bf16=()):
     # with "wb" would truncate it first: tensors memory-mapped from that same file (load_file,
     # then save_file to the same path) would vanish mid-write (a bus error and an empty file),
     # and an interrupted write would leave half a file where the old one was.
-    path = os.fspath(path)
+    path = os.path.realpath(os.fspath(path))        # through a symlink: replace the file, keep the link
     if os.path.isdir(path):
         raise ValueError(f"save_file: {path} is a folder; pass the path of the .safetensors file to write")
     temporary = f"{path}.tmp-{os.getpid()}"

@@ -504,3 +504,13 @@ def test_a_whole_batch_encoding_as_input_ids(tok, tiny_model):
         tiny_model(encoding)
     with pytest.raises(ValueError, match=r"input_ids got a dict .*model.generate\(\*\*encoding\)"):
         tiny_model.generate(encoding)
+
+
+def test_save_file_through_a_symlink_keeps_the_link(tmp_path):
+    target = tmp_path / "blob"
+    save_file({"a": np.zeros(2, np.float32)}, target)
+    link = tmp_path / "model.safetensors"
+    link.symlink_to(target)
+    save_file({"a": np.ones(2, np.float32)}, link)
+    assert link.is_symlink()
+    np.testing.assert_array_equal(load_file(target)["a"], [1, 1])
