@@ -23,7 +23,7 @@ import numpy as np
 from . import ops
 from .checkpoints import load_weights, split_body_and_heads, weight_files
 from .config import GPT2Config
-from .inputs import _as_array
+from .inputs import as_array
 from .model import GPT2LMHeadModel, GPT2Model, _resolve_folder
 from .outputs import (GPT2DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
@@ -301,12 +301,12 @@ class GPT2DoubleHeadsModel(_GPT2WithHead):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
-            input_ids = _as_array(input_ids, "input_ids")
+            input_ids = as_array(input_ids, "input_ids")
             if input_ids.ndim != 3:
                 raise ValueError(f"input_ids must be [batch, num_choices, seq], got shape {input_ids.shape}")
             b, n_choices, t = input_ids.shape
         else:
-            inputs_embeds = _as_array(inputs_embeds, "inputs_embeds")
+            inputs_embeds = as_array(inputs_embeds, "inputs_embeds")
             if inputs_embeds.ndim != 4:
                 raise ValueError(f"inputs_embeds must be [batch, num_choices, seq, n_embd], got shape "
                                  f"{inputs_embeds.shape}")
@@ -447,7 +447,7 @@ def _head_tensor(heads, name, shape, layout, source, model_name):
 def _class_ids(ids, name, n_classes, shape, what, ignore_index=IGNORE_INDEX):
     """Integer class indices of the given shape, each in 0..n_classes-1 or ignore_index (-100;
     None: every index must be a class); int64."""
-    ids = _as_array(ids, name)
+    ids = as_array(ids, name)
     if ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"{name} must hold integers ({what}), got dtype {ids.dtype}")
     if ids.shape == (*shape, 1):
@@ -470,7 +470,7 @@ def _float_labels(labels, name):
 
 def _span_positions(positions, name, b):
     """[b] or [b, 1] integer token positions -> [b] int64 (any value; the caller clamps)."""
-    positions = _as_array(positions, name)
+    positions = as_array(positions, name)
     if positions.ndim == 2 and positions.shape[1] == 1:
         positions = positions[:, 0]
     if not np.issubdtype(positions.dtype, np.integer) or positions.dtype == bool or positions.shape != (b,):
@@ -483,7 +483,7 @@ def _flatten_choices(array, name, b, n_choices):
     """[b, nc, ...] -> [b * nc, ...]; None stays None."""
     if array is None:
         return None
-    array = _as_array(array, name)
+    array = as_array(array, name)
     if array.shape[:2] != (b, n_choices) or array.ndim < 3:
         raise ValueError(f"{name} must be [batch={b}, num_choices={n_choices}, ...] like input_ids, "
                          f"got shape {array.shape}")

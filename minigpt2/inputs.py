@@ -7,7 +7,7 @@ import numpy as np
 
 def token_ids(ids, name, vocab_size, shape=None, allow=None):
     """ids as int64 [b, t] (a 1-D sequence is one row), each in 0..vocab_size-1 (or == allow)."""
-    ids = _as_array(ids, name)
+    ids = as_array(ids, name)
     if ids.dtype == bool or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
         raise ValueError(f"{name} must hold integers, got dtype {ids.dtype}")
     if ids.ndim == 1 and shape is None:
@@ -23,7 +23,7 @@ def token_ids(ids, name, vocab_size, shape=None, allow=None):
     return ids.astype(np.int64)
 
 
-def _as_array(values, name):
+def as_array(values, name):
     """np.asarray, with ragged nested lists as a ValueError naming the argument."""
     if isinstance(values, dict):     # e.g. model(tokenizer(text)): the whole BatchEncoding
         raise ValueError(f"{name} got a dict (keys {sorted(values)}); pass its arrays by name: "
@@ -36,7 +36,7 @@ def _as_array(values, name):
 
 
 def embeddings(inputs_embeds, n_embd):
-    x = _as_array(inputs_embeds, "inputs_embeds")
+    x = as_array(inputs_embeds, "inputs_embeds")
     if not np.issubdtype(x.dtype, np.floating) or x.ndim != 3 or x.shape[2] != n_embd or x.shape[1] == 0:
         raise ValueError(f"inputs_embeds must be float [batch, seq, n_embd={n_embd}], got "
                          f"{x.dtype} {x.shape}")
@@ -47,7 +47,7 @@ def attention_mask_2d(mask, b, s):
     """mask [b, s] of 0/1 covering past + new tokens -> bool, or None."""
     if mask is None:
         return None
-    mask = _as_array(mask, "attention_mask")
+    mask = as_array(mask, "attention_mask")
     if mask.shape != (b, s) and not (mask.ndim == 1 and b == 1 and mask.shape == (s,)):
         raise ValueError(f"attention_mask must have shape {(b, s)} (batch, past + new tokens), "
                          f"got {mask.shape}")
@@ -63,7 +63,7 @@ def position_ids_for(position_ids, attention_mask, b, t, n_past, n_positions):
         if attention_mask is None:
             return np.broadcast_to(np.arange(n_past, n_past + t), (b, t))
         return np.maximum(np.cumsum(attention_mask, axis=-1) - 1, 0)[:, n_past:]
-    position_ids = _as_array(position_ids, "position_ids")
+    position_ids = as_array(position_ids, "position_ids")
     if not np.issubdtype(position_ids.dtype, np.integer) or position_ids.shape not in ((t,), (1, t), (b, t)):
         raise ValueError(f"position_ids must be integers of shape {(b, t)}, got {position_ids.dtype} "
                          f"{position_ids.shape}")
@@ -76,7 +76,7 @@ def head_masks(head_mask, n_layer, n_head):
     """None, [n_head] (every layer) or [n_layer, n_head] -> a list of n_layer ([n_head] or None)."""
     if head_mask is None:
         return [None] * n_layer
-    head_mask = _as_array(head_mask, "head_mask")
+    head_mask = as_array(head_mask, "head_mask")
     if not (np.issubdtype(head_mask.dtype, np.number) or head_mask.dtype == bool):
         raise ValueError(f"head_mask must hold numbers (1 keeps a head, 0 masks it), got dtype {head_mask.dtype}")
     head_mask = head_mask.astype(np.float32)
