@@ -98,6 +98,9 @@ def read_folder_tensors(folder):
     tensors, origin = {}, {}
     for path in weight_files(folder):
         f = SafetensorsFile(path)
+        if "minigpt2.dtype" in f.metadata:     # packed weights: names and dtypes of their own
+            raise ValueError(f"{path} holds {f.metadata['minigpt2.dtype']} weights written by "
+                             "minigpt2.quantize.save_converted; load it with quantize.load_converted(folder)")
         for name in f.keys():
             if name in tensors:
                 raise ValueError(f"{path}: tensor {name!r} also appears in {origin[name]}")
