@@ -10,11 +10,13 @@ Where the time goes, and what each kernel does about it (measurements in BENCHMA
 
 * Decode (one new token per step) is memory-bound: every weight matrix is read once per token,
   so ``linear`` on a few rows is a matrix-vector product that must stream the weights at full
-  memory bandwidth on every core. Two kernels do that, one per weight layout:
-  ``_matvec_in_out`` for the checkpoint's ``[n_in, n_out]`` layout (each thread streams a
-  contiguous band of rows and keeps partial sums for every output in L1, so no copy of the
-  weights is needed) and ``_matvec_out_in`` for a ``[n_out, in]`` layout such as the tied LM
-  head ``wte.T`` (one dot product per output, vectorised by allowing reassociation).
+  memory bandwidth. For float32 weights that is BLAS's sgemv (it measured faster in a whole
+  decode step, see FLOAT32_MATVEC); for packed bfloat16/float16/int8 weights (``quantize.py``)
+  it is ``_matvec_packed``, which widens each value to float32 in registers. Two float32 Numba
+  kernels remain, one per weight layout: ``_matvec_in_out`` for the checkpoint's
+  ``[n_in, n_out]`` layout (each thread streams a contiguous band of rows and keeps partial sums
+  for every output in L1) and ``_matvec_out_in`` for an ``[n_out, n_in]`` layout such as the
+  tied LM head ``wte.T`` (one dot product per output, vectorised by allowing reassociation).
 * Prefill (many tokens) is compute-bound: the matmuls go to BLAS (``np.matmul``, outside Numba,
   which has no BLAS without SciPy), and a Numba pass adds the bias (and GELU) in place.
 * Attention runs numbered passes per query row (llm.c style) and *skips* masked keys, so the
@@ -48,9 +50,15 @@ from numba.extending import intrinsic
 
 from .quantize import PackedWeight
 
-# linear() on at most this many rows uses the streaming matrix-vector kernels; more rows go to
-# BLAS. Measured crossover on the 2-core benchmark machine (benchmarks/bench_kernels.py).
+# linear() on at most this many rows (a decode step) streams packed (bfloat16/float16/int8)
+# weights through the Numba matrix-vector kernel; more rows dequantize and go to BLAS.
 MATVEC_MAX_ROWS = 8
+# Float32 weights in a decode step: "blas" (np.matmul, then the Numba bias/GELU pass) or "numba"
+# (the _matvec_in_out / _matvec_out_in kernels). BLAS is the default because a whole decode step
+# measured faster with it (BENCHMARKS.md: the numpy backend, all BLAS, decoded faster than the
+# Numba matvec kernels, on a quiet machine and on the busy one); the Numba kernels stay for the
+# packed types' sake, for bench_kernels.py and for the lesson.
+FLOAT32_MATVEC = "blas"
 
 _REDUCE = {"reassoc", "contract"}   # the only fast-math flags used, and only on reductions
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -432,7 +440,7 @@ def _linear(x, weight, bias, apply_gelu):
     bias = _vector(bias, n_out, "bias")
     m = x2.shape[0]
     out = np.empty((m, n_out), dtype=np.float32)
-    if m <= MATVEC_MAX_ROWS:
+    if m <= MATVEC_MAX_ROWS and FLOAT32_MATVEC == "numba":
         serial = weight.size <= SERIAL_MAX_ELEMENTS
         if weight.flags.c_contiguous:
             _matvec_in_out[serial](x2, weight, bias, apply_gelu, 1 if serial else numba.get_num_threads(), out)
@@ -442,7 +450,7 @@ def _linear(x, weight, bias, apply_gelu):
             _matvec_in_out[serial](x2, np.ascontiguousarray(weight), bias, apply_gelu,
                                    1 if serial else numba.get_num_threads(), out)
     else:
-        np.matmul(x2, weight, out=out)             # BLAS sgemm, either layout
+        np.matmul(x2, weight, out=out)             # BLAS sgemm / sgemv, either layout
         _bias_act_inplace[out.size <= SERIAL_MAX_ELEMENTS](out, bias, apply_gelu)
     return out.reshape(*lead, n_out)
 

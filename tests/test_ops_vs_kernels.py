@@ -95,9 +95,11 @@ def test_gelu_new_by_hand_and_shape():
 
 # ---------------------------------------------------------------------------- linear
 
+@pytest.mark.parametrize("matvec", ["blas", "numba"])
 @pytest.mark.parametrize("rows", [1, 2, 3, 7, 8, 9, 40])
 @pytest.mark.parametrize("n_in, n_out", [(1, 1), (33, 19), (64, 97)])
-def test_linear_both_layouts_match_naive_and_ops(rows, n_in, n_out):
+def test_linear_both_layouts_match_naive_and_ops(rows, n_in, n_out, matvec, monkeypatch):
+    monkeypatch.setattr(kernels, "FLOAT32_MATVEC", matvec)
     rng = np.random.default_rng(rows * 1000 + n_in)
     x, weight, bias = randn(rng, rows, n_in), randn(rng, n_in, n_out), randn(rng, n_out)
     naive = kernels.matmul_naive(x, weight, bias)
@@ -122,8 +124,10 @@ def test_linear_leading_dims_no_bias_and_one_thread():
         kernels.set_num_threads(kernels.numba.config.NUMBA_NUM_THREADS)
 
 
+@pytest.mark.parametrize("matvec", ["blas", "numba"])
 @pytest.mark.parametrize("rows", [1, 4, 30])
-def test_linear_gelu_is_gelu_of_linear(rows):
+def test_linear_gelu_is_gelu_of_linear(rows, matvec, monkeypatch):
+    monkeypatch.setattr(kernels, "FLOAT32_MATVEC", matvec)
     rng = np.random.default_rng(rows)
     x, weight, bias = randn(rng, rows, 24), randn(rng, 24, 40), randn(rng, 40)
     expected = ops.gelu_new(kernels.matmul_naive(x, weight, bias))
