@@ -24,7 +24,7 @@ from . import ops
 from .checkpoints import load_weights, split_body_and_heads, weight_files
 from .config import GPT2Config
 from .inputs import as_array
-from .model import GPT2LMHeadModel, GPT2Model, _resolve_folder
+from .model import GPT2LMHeadModel, GPT2Model, resolve_folder
 from .outputs import (GPT2DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
 
@@ -49,7 +49,7 @@ class _GPT2WithHead:
     def from_pretrained(cls, name_or_folder, backend="numba", cache_dir=None, local_files_only=False):
         """Load a folder written by transformers' ``save_pretrained`` for this class (config.json +
         model.safetensors: ``transformer.*`` body tensors and the head's own), or a hub name."""
-        folder = _resolve_folder(name_or_folder, cache_dir, local_files_only)
+        folder = resolve_folder(name_or_folder, cache_dir, local_files_only)
         config = GPT2Config.from_pretrained(folder)
         body, heads = load_weights(folder, config)
         files = weight_files(folder)

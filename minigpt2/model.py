@@ -98,7 +98,7 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(cls, name_or_folder, backend="numba", cache_dir=None, local_files_only=False):
         """Load from a folder (config.json + model.safetensors) or a model name (via minigpt2.hub)."""
-        folder = _resolve_folder(name_or_folder, cache_dir, local_files_only)
+        folder = resolve_folder(name_or_folder, cache_dir, local_files_only)
         config = GPT2Config.from_pretrained(folder)
         body, heads = load_weights(folder, config)                  # body unprefixed, heads as stored
         return cls(config, {**heads, **body}, backend=backend)
@@ -249,7 +249,11 @@ class GPT2LMHeadModel(PretrainedMixin):
 
 # ---- helpers -----------------------------------------------------------------------------------
 
-def _resolve_folder(name_or_folder, cache_dir, local_files_only):
+def resolve_folder(name_or_folder, cache_dir=None, local_files_only=False):
+    """The model folder for a folder path or a model name (bundled, cached, or downloaded)."""
+    if not isinstance(name_or_folder, (str, os.PathLike)):
+        raise ValueError(f"from_pretrained needs a model name or a folder path, got "
+                         f"{type(name_or_folder).__name__} {name_or_folder!r}")
     if os.path.isdir(os.fspath(name_or_folder)):
         return os.fspath(name_or_folder)
     from .hub import resolve_model_folder        # only names need the hub (and maybe the network)

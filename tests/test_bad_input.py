@@ -526,3 +526,12 @@ def test_from_pretrained_on_a_converted_folder(tmp_path):
     with pytest.raises(ValueError, match=r"model.safetensors holds int8 weights written by "
                                          r"minigpt2.quantize.save_converted; load it with quantize.load_converted"):
         GPT2LMHeadModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name", [None, 3, ["gpt2"]])
+def test_from_pretrained_needs_a_name_or_a_path(name):
+    from minigpt2.heads import GPT2ForSequenceClassification
+    from minigpt2.model import GPT2LMHeadModel
+    for cls in (GPT2LMHeadModel, GPT2ForSequenceClassification):
+        with pytest.raises(ValueError, match="needs a model name or a folder path, got"):
+            cls.from_pretrained(name)
