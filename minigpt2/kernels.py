@@ -53,11 +53,11 @@ from .quantize import PackedWeight
 # linear() on at most this many rows (a decode step) streams packed (bfloat16/float16/int8)
 # weights through the Numba matrix-vector kernel; more rows dequantize and go to BLAS.
 MATVEC_MAX_ROWS = 8
-# Float32 weights in a decode step: "blas" (np.matmul, then the Numba bias/GELU pass) or "numba"
-# (the _matvec_in_out / _matvec_out_in kernels). BLAS is the default because a whole decode step
-# measured faster with it (BENCHMARKS.md: the numpy backend, all BLAS, decoded faster than the
-# Numba matvec kernels, on a quiet machine and on the busy one); the Numba kernels stay for the
-# packed types' sake, for bench_kernels.py and for the lesson.
+# Float32 weights, one row (batch-1 decode): "blas" (sgemv, then the Numba bias/GELU pass) or
+# "numba" (the _matvec_in_out / _matvec_out_in kernels). BLAS is the default because a whole
+# decode step measured faster with it (BENCHMARKS.md). For 2..MATVEC_MAX_ROWS rows (batched
+# decode) the Numba kernels are used: BLAS's sgemm on a few rows packs (copies) the whole weight
+# matrix on every call and was slower at batch 2 than at batch 1.
 FLOAT32_MATVEC = "blas"
 
 _REDUCE = {"reassoc", "contract"}   # the only fast-math flags used, and only on reductions
@@ -440,7 +440,7 @@ def _linear(x, weight, bias, apply_gelu):
     bias = _vector(bias, n_out, "bias")
     m = x2.shape[0]
     out = np.empty((m, n_out), dtype=np.float32)
-    if m <= MATVEC_MAX_ROWS and FLOAT32_MATVEC == "numba":
+    if m <= MATVEC_MAX_ROWS and (m > 1 or FLOAT32_MATVEC == "numba"):
         serial = weight.size <= SERIAL_MAX_ELEMENTS
         if weight.flags.c_contiguous:
             _matvec_in_out[serial](x2, weight, bias, apply_gelu, 1 if serial else numba.get_num_threads(), out)
