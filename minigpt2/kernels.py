@@ -65,6 +65,12 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 # Inputs with fewer elements than this run the serial build of a kernel (see _threaded_and_serial).
 SERIAL_MAX_ELEMENTS = 1 << 16
+# The passes that run between BLAS calls (layer norm, bias + GELU after a matmul, the masked
+# softmax between the two attention matmuls) always take the serial build. Numba's OpenMP
+# workers spin for a while after each parallel region, and spinning next to OpenBLAS's threads
+# on 2 cores made a 128-token prefill 2.6x slower (180 vs 470 tok/s, GPT-2 124M, measured back to
+# back; BENCHMARKS.md). The decode kernels, which run without BLAS, stay threaded.
+BESIDE_BLAS_SERIAL = True
 
 
 def _threaded_and_serial(fastmath=False):
@@ -224,7 +230,7 @@ def layer_norm(x, weight, bias, eps=1e-5):
     x2, lead = _rows(x, "x")
     C = x2.shape[1]
     out = np.empty_like(x2)
-    kernel = _layer_norm_rows[x2.size <= SERIAL_MAX_ELEMENTS]
+    kernel = _layer_norm_rows[BESIDE_BLAS_SERIAL or x2.size <= SERIAL_MAX_ELEMENTS]
     kernel(x2, _vector(weight, C, "weight"), _vector(bias, C, "bias"), float(eps), out)
     return out.reshape(*lead, C)
 
@@ -408,7 +414,7 @@ def _linear_packed(x2, weight, bias, apply_gelu, out):
         _matvec_packed[serial](x2, data, scale, bias, apply_gelu, _WIDEN[weight.storage], out)
     else:
         np.matmul(x2, np.asarray(weight), out=out)             # dequantized copy, then BLAS
-        _bias_act_inplace[out.size <= SERIAL_MAX_ELEMENTS](out, bias, apply_gelu)
+        _bias_act_inplace[BESIDE_BLAS_SERIAL or out.size <= SERIAL_MAX_ELEMENTS](out, bias, apply_gelu)
     return out
 
 
@@ -451,7 +457,7 @@ def _linear(x, weight, bias, apply_gelu):
                                    1 if serial else numba.get_num_threads(), out)
     else:
         np.matmul(x2, weight, out=out)             # BLAS sgemm / sgemv, either layout
-        _bias_act_inplace[out.size <= SERIAL_MAX_ELEMENTS](out, bias, apply_gelu)
+        _bias_act_inplace[BESIDE_BLAS_SERIAL or out.size <= SERIAL_MAX_ELEMENTS](out, bias, apply_gelu)
     return out.reshape(*lead, n_out)
 
 
@@ -701,7 +707,8 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
         # pass 1 by BLAS: scores = q @ k.T  [b, h, t, d] @ [b, h, d, s] -> [b, h, t, s]
         scores = np.matmul(query, key.swapaxes(-1, -2))
         # passes 2-3: masked softmax in place (masked keys -> 0, empty rows -> 0)
-        _masked_softmax_inplace[scores.size <= SERIAL_MAX_ELEMENTS](scores, mask, np.float32(scale), head_scale)
+        _masked_softmax_inplace[BESIDE_BLAS_SERIAL or scores.size <= SERIAL_MAX_ELEMENTS](
+            scores, mask, np.float32(scale), head_scale)
         # pass 4 by BLAS: out = probs @ v  [b, h, t, s] @ [b, h, s, d] -> [b, h, t, d]
         np.matmul(scores, value, out=out)
         return out, (scores if output_attentions else None)

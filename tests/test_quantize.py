@@ -75,6 +75,7 @@ def test_float16_widening_is_exact_for_every_bit_pattern():
 @pytest.mark.parametrize("rows", [1, 3, kernels.MATVEC_MAX_ROWS + 5])
 def test_linear_on_packed_weights(storage, rows, serial, monkeypatch):
     monkeypatch.setattr(kernels, "SERIAL_MAX_ELEMENTS", 1 << 62 if serial else 0)
+    monkeypatch.setattr(kernels, "BESIDE_BLAS_SERIAL", serial)
     rng = np.random.default_rng(rows)
     x = rng.standard_normal((rows, 67)).astype(np.float32)
     packed = PackedWeight.pack(rng.standard_normal((67, 45)).astype(np.float32), storage)
