@@ -552,6 +552,25 @@ def softmax_naive(x):
 # attention
 
 
+@njit(inline="always")
+def _softmax_visible_row(x, row_mask, maxval, head_scale):
+    # x [s] scaled scores, row_mask [s], maxval = their max over the visible keys -> x in place:
+    # pass 2: exp(score - max) and the sum, masked keys set to exactly 0;
+    # pass 3: normalise (and apply the head mask, which HF multiplies after softmax).
+    # Inlined into its callers, so it compiles with their fast-math flags.
+    total = np.float32(0.0)
+    for j in range(x.shape[0]):
+        if row_mask[j]:
+            e = _exp(x[j] - maxval)
+            x[j] = e
+            total += e
+        else:
+            x[j] = 0.0
+    factor = head_scale / total
+    for j in range(x.shape[0]):
+        x[j] *= factor
+
+
 @_threaded_and_serial(fastmath=_REDUCE)
 def _attention_kernel(query, key, value, mask, scale, head_scale, out, probs, write_probs):
     # query [b, h, t, d], key/value [b, h, >= s, d] (only the first s rows along axis 2 are read),
@@ -588,19 +607,8 @@ def _attention_kernel(query, key, value, mask, scale, head_scale, out, probs, wr
                 if write_probs:
                     probs[bi, hi, ti, :] = 0.0
                 continue
-            # pass 2: exp(score - max) and the sum, masked keys set to exactly 0
-            total = np.float32(0.0)
-            for j in range(s):
-                if row_mask[j]:
-                    e = _exp(scores[j] - maxval)
-                    scores[j] = e
-                    total += e
-                else:
-                    scores[j] = 0.0
-            # pass 3: normalise (and apply the head mask, which HF multiplies after softmax)
-            factor = head_scale[hi] / total
-            for j in range(s):
-                scores[j] *= factor
+            # passes 2-3: softmax over the visible keys, times the head mask
+            _softmax_visible_row(scores, row_mask, maxval, head_scale[hi])
             # pass 4: out = sum over visible keys of prob * value
             o_row[:] = 0.0
             for j in range(s):
@@ -634,17 +642,7 @@ def _masked_softmax_inplace(scores, mask, scale, head_scale):
         if maxval == -np.inf:
             x[:] = 0.0
             continue
-        total = np.float32(0.0)
-        for j in range(s):
-            if row_mask[j]:
-                e = _exp(x[j] - maxval)
-                x[j] = e
-                total += e
-            else:
-                x[j] = 0.0
-        factor = head_scale[hi] / total
-        for j in range(s):
-            x[j] *= factor
+        _softmax_visible_row(x, row_mask, maxval, head_scale[hi])
 
 
 # Prefill attention with at least this many query rows uses BLAS for q.k and probs.v: it also
