@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_reference import spread_weights
+
 # Small vocab and context keep the fixtures small; eos = bos = 0, and the sequence-classification
 # model uses pad = eos = 0, the usual GPT-2 setting (and its trap).
 COMMON = dict(vocab_size=512, n_positions=32, bos_token_id=0, eos_token_id=0)
@@ -67,18 +69,7 @@ def build_hf_head_model(spec, seed=0):
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = getattr(transformers, spec["cls"])(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.split(".")[-2] in ("ln_1", "ln_2", "ln_f") and name.endswith("weight"):
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            elif p.ndim == 1:                                        # biases
-                p.copy_(0.2 * torch.randn_like(p))
-            elif "wte" in name or "wpe" in name:
-                p.copy_(torch.randn_like(p))
-            elif name.startswith("transformer."):                    # Conv1D [n_in, n_out]
-                p.copy_(torch.randn_like(p) / p.shape[0] ** 0.5)
-            else:                                                    # head nn.Linear [n_out, n_in]
-                p.copy_(torch.randn_like(p) / p.shape[1] ** 0.5)
+    spread_weights(model)
     return model
 
 

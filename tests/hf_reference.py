@@ -38,17 +38,27 @@ def build_hf_model(spec, seed=0):
     config._attn_implementation = "eager"       # the only implementation that returns attentions
     torch.manual_seed(seed)
     model = transformers.GPT2LMHeadModel(config).eval()
+    spread_weights(model)
+    return model
+
+
+def spread_weights(model):
+    """Redraw every parameter of a transformers GPT-2 model (any head) at O(1) scale, in place,
+    in named_parameters order so the same seed gives the same weights."""
+    import torch
+
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight"):
+            if name.split(".")[-2] in ("ln_1", "ln_2", "ln_f") and name.endswith("weight"):
                 p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            elif p.ndim == 1:                                   # biases
+            elif p.ndim == 1:                                        # biases
                 p.copy_(0.2 * torch.randn_like(p))
             elif "wte" in name or "wpe" in name:
                 p.copy_(torch.randn_like(p))
-            else:                                               # Conv1D [n_in, n_out]
+            elif name.startswith("transformer."):                    # Conv1D [n_in, n_out]
                 p.copy_(torch.randn_like(p) / p.shape[0] ** 0.5)
-    return model
+            else:                                                    # head nn.Linear [n_out, n_in]
+                p.copy_(torch.randn_like(p) / p.shape[1] ** 0.5)
 
 
 def reference_inputs(config, seed=0):
