@@ -211,6 +211,23 @@ def test_attention_matches_naive_and_ops(b, h, t, s, d, causal):
     check_attention(query, key, value, mask, 1.0 / math.sqrt(d), None)
 
 
+@pytest.mark.parametrize("t, n_past", [(kernels.ATTENTION_BLAS_MIN_ROWS, 0), (129, 0), (300, 7)])
+@pytest.mark.parametrize("mask_kind", ["causal", "left_padded", "random"])
+def test_attention_blas_blocks_match_naive(t, n_past, mask_kind):
+    # prefill-sized inputs take the BLAS path, in blocks of ATTENTION_BLOCK_ROWS query rows that
+    # stop at the last visible key; a left-padded row whose whole first block sees nothing, a
+    # partial last block and a cached past must all match the naive twin
+    rng = np.random.default_rng(t + n_past)
+    s = n_past + t
+    query, key, value, mask = attention_case(rng, 2, 3, t, s, 16, causal=mask_kind != "random")
+    if mask_kind == "left_padded":
+        pad = min(t - 1, kernels.ATTENTION_BLOCK_ROWS + 5)
+        mask[1, :, :n_past + pad] = False        # padding keys are never visible...
+        mask[1, :pad, :] = False                 # ...and padding queries see nothing
+    assert t >= kernels.ATTENTION_BLAS_MIN_ROWS
+    check_attention(query, key, value, mask, 1.0 / math.sqrt(16), np.array([1.0, 0.5, 0.0], np.float32))
+
+
 def test_attention_head_mask_and_scale():
     rng = np.random.default_rng(7)
     query, key, value, mask = attention_case(rng, 2, 3, 4, 6, 8)
