@@ -46,15 +46,21 @@ class _GPT2WithHead:
         raise NotImplementedError
 
     @classmethod
-    def from_pretrained(cls, name_or_folder, backend="numba", cache_dir=None, local_files_only=False):
+    def from_pretrained(cls, name_or_folder, backend="numba", cache_dir=None, local_files_only=False,
+                        dtype="auto"):
         """Load a folder written by transformers' ``save_pretrained`` for this class (config.json +
-        model.safetensors: ``transformer.*`` body tensors and the head's own), or a hub name."""
+        model.safetensors: ``transformer.*`` body tensors and the head's own), or a hub name.
+        ``dtype`` stores the body's big matrices (and the tied LM head) as GPT2LMHeadModel's does;
+        the task head itself is a few rows and stays float32."""
+        from . import quantize
+
+        storage = quantize.resolve_dtype(dtype)
         folder = resolve_folder(name_or_folder, cache_dir, local_files_only)
         config = GPT2Config.from_pretrained(folder)
         body, heads = load_weights(folder, config)
         files = weight_files(folder)
         source = files[0] if len(files) == 1 else f"{folder} ({len(files)} shards)"
-        return cls(config, {**heads, **body}, backend=backend, source=source)
+        return quantize.convert_model(cls(config, {**heads, **body}, backend=backend, source=source), storage)
 
     @property
     def backend(self):

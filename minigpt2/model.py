@@ -96,12 +96,35 @@ class PretrainedMixin:
     """``from_pretrained`` for every model class: config.json + checked weights -> cls(config, weights)."""
 
     @classmethod
-    def from_pretrained(cls, name_or_folder, backend="numba", cache_dir=None, local_files_only=False):
-        """Load from a folder (config.json + model.safetensors) or a model name (via minigpt2.hub)."""
+    def from_pretrained(cls, name_or_folder, backend="numba", cache_dir=None, local_files_only=False,
+                        dtype="auto"):
+        """Load from a folder (config.json + model.safetensors) or a model name (via minigpt2.hub).
+
+        dtype: how the big matrices (the block linears and wte / the LM head) are stored; compute
+        stays float32. "float32", "bfloat16", "float16" or "int8" (also bf16 / fp16 / fp32 and
+        NumPy dtypes, see quantize.resolve_dtype), converted once here. "auto" (default, as in
+        transformers 5): as stored, so an ordinary checkpoint loads as float32 and a folder
+        written by quantize.save_converted loads packed, as it was saved, with nothing converted.
+        Asking such a folder for another dtype is a ValueError (no re-quantizing packed values).
+        """
+        from . import quantize     # the packed formats: only needed when they are used
+
+        storage = quantize.resolve_dtype(dtype)                       # bad dtype: fail before any I/O
         folder = resolve_folder(name_or_folder, cache_dir, local_files_only)
+        stored = quantize.stored_dtype(folder)
+        if stored is not None:                                        # a save_converted folder
+            if storage is not None and storage != stored:
+                raise ValueError(f"{folder} holds {stored} weights (written by quantize.save_converted); "
+                                 f"it loads as dtype={stored!r} (or 'auto'), not {storage!r}. For "
+                                 f"{storage}, load the original float32 checkpoint with dtype={storage!r}")
+            if not issubclass(cls, (GPT2Model, GPT2LMHeadModel)):
+                raise ValueError(f"{folder} holds {stored} weights of a GPT2LMHeadModel (written by "
+                                 f"quantize.save_converted); {cls.__name__} cannot load it")
+            return quantize.load_converted(folder, backend=backend, model_class=cls)
         config = GPT2Config.from_pretrained(folder)
         body, heads = load_weights(folder, config)                  # body unprefixed, heads as stored
-        return cls(config, {**heads, **body}, backend=backend)
+        model = cls(config, {**heads, **body}, backend=backend)
+        return quantize.convert_model(model, storage)               # None / float32: unchanged
 
 
 class GPT2Model(PretrainedMixin):

@@ -10,6 +10,11 @@ activations, the sums and everything else stay float32; only the storage of the 
     save_converted(model, "gpt2-bf16")        # optional: later loads skip the conversion
     model = load_converted("gpt2-bf16")       # packed arrays memory-mapped, nothing converted
 
+or, the way transformers spells it, in one call (see `resolve_dtype` for what `dtype` accepts):
+
+    model = GPT2LMHeadModel.from_pretrained(folder, dtype="bfloat16")   # converts once at load
+    model = GPT2LMHeadModel.from_pretrained("gpt2-bf16")                 # a save_converted folder
+
 * bfloat16: the top 16 bits of the float32 (round to nearest even): 8 exponent bits, 7 mantissa
   bits, the same range as float32, about 3 significant digits.
 * float16: IEEE half, 10 mantissa bits (more precise than bfloat16), range up to 65504.
@@ -28,6 +33,34 @@ from .safetensors import bfloat16_to_float32, float32_to_bfloat16
 
 DTYPES = ("float32", "bfloat16", "float16", "int8")
 BYTES_PER_WEIGHT = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+# the short names llama.cpp / PyTorch users type; anything else must be spelled out
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def resolve_dtype(dtype):
+    """The storage name (one of DTYPES) for from_pretrained's `dtype`, or None for "auto".
+
+    Accepts the names in DTYPES, their short forms bf16 / fp16 / fp32, NumPy dtypes (np.float32,
+    np.float16, np.int8, np.dtype("float16")) and torch dtypes (torch.bfloat16; torch itself is
+    not imported). "auto" or None means "as stored": a save_converted folder keeps its packed
+    type, an ordinary checkpoint loads as float32 (as transformers 5's default dtype="auto").
+    """
+    if dtype is None or (isinstance(dtype, str) and dtype == "auto"):
+        return None
+    name = dtype
+    if not isinstance(dtype, str):
+        if type(dtype).__module__ == "torch":                 # torch.bfloat16 -> "bfloat16"
+            name = str(dtype).removeprefix("torch.")
+        else:
+            try:
+                name = np.dtype(dtype).name                    # np.float16 -> "float16"
+            except TypeError:
+                name = None
+    name = DTYPE_ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES} (or bf16, fp16, fp32, 'auto', a NumPy dtype "
+                         f"such as np.float16), got {dtype!r}")
+    return name
 
 
 class PackedWeight:
@@ -119,20 +152,23 @@ def convert_model(model, dtype):
     Converts the four linear weights of every block and the embedding wte (which the tied LM
     head shares); biases, layer norms and wpe stay float32 (they are small). The float32 values
     that were converted are no longer referenced, so a memory-mapped checkpoint's pages for them
-    can be dropped by the OS. Returns the model. "float32" does nothing.
+    can be dropped by the OS. Returns the model. "float32" (or None / "auto") does nothing to a
+    float32 model. `dtype` accepts what resolve_dtype does. A model already packed as another
+    type is a ValueError: converting packed values again would compound the rounding.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if dtype == "float32":
-        return model
+    dtype = resolve_dtype(dtype)
     body = getattr(model, "transformer", model)
+    held = body.wte.storage if isinstance(body.wte, PackedWeight) else "float32"
+    if dtype is None or dtype == held:
+        return model
+    if held != "float32":
+        raise ValueError(f"the model already holds {held} weights; convert_model to {dtype} needs the "
+                         f"float32 weights (load the original checkpoint again)")
     for block in body.h:
         for name in _LINEAR_NAMES:
             weight, bias = getattr(block, name)
             if not isinstance(weight, PackedWeight):
                 setattr(block, name, (PackedWeight.pack(weight, dtype), bias))
-    if isinstance(body.wte, PackedWeight):
-        return model
     tied = getattr(model, "lm_head", None) is body.wte
     body.wte = PackedWeight.pack(body.wte, dtype, rows_are_outputs=False)        # [v, c] rows
     if tied:
@@ -207,14 +243,35 @@ def save_converted(model, folder):
               metadata={"format": "minigpt2", "minigpt2.dtype": storage})
 
 
-def load_converted(folder, backend="numba"):
-    """Load a folder written by save_converted: the packed arrays stay memory-mapped (no copy)."""
+def stored_dtype(folder):
+    """The packed type of a folder written by save_converted ("bfloat16", "float16", "int8"), or
+    None for anything else (an ordinary checkpoint, shards, no weights: the loader then says what
+    is wrong). Reads only the header of folder/model.safetensors, the one file save_converted writes."""
+    import os
+    from .safetensors import load_metadata
+
+    path = os.path.join(os.fspath(folder), "model.safetensors")
+    if not os.path.isfile(path):
+        return None
+    storage = load_metadata(path).get("minigpt2.dtype")
+    if storage is not None and storage not in DTYPES[1:]:
+        raise ValueError(f"{path}: unknown 'minigpt2.dtype' {storage!r} in its metadata "
+                         f"(expected one of {DTYPES[1:]})")
+    return storage
+
+
+def load_converted(folder, backend="numba", model_class=None):
+    """Load a folder written by save_converted: the packed arrays stay memory-mapped (no copy).
+
+    model_class: GPT2LMHeadModel (None, the default) or GPT2Model (the body alone).
+    """
     import os
     from .checkpoints import expected_body_shapes
     from .config import GPT2Config
     from .model import GPT2LMHeadModel
     from .safetensors import SafetensorsFile
 
+    model_class = GPT2LMHeadModel if model_class is None else model_class
     path = os.path.join(os.fspath(folder), "model.safetensors")
     f = SafetensorsFile(path)
     storage = f.metadata.get("minigpt2.dtype")
@@ -245,11 +302,12 @@ def load_converted(folder, backend="numba"):
     has_head = f"lm_head.weight.{storage}" in f
     if has_head:                                                   # an untied LM head
         weights["lm_head.weight"] = np.broadcast_to(np.float32(0), shapes["wte.weight"])
-    model = GPT2LMHeadModel(config, weights, backend=backend)
-    body = model.transformer
+    model = model_class(config, weights, backend=backend)
+    body = getattr(model, "transformer", model)
     for i, block in enumerate(body.h):
         for name, hf_name in _HF_LINEAR.items():
             setattr(block, name, (packs[f"h.{i}.{hf_name}.weight"], getattr(block, name)[1]))
     body.wte = packs["wte.weight"]
-    model.lm_head = packed("lm_head.weight", rows_are_outputs=False) if has_head else body.wte
+    if hasattr(model, "lm_head"):
+        model.lm_head = packed("lm_head.weight", rows_are_outputs=False) if has_head else body.wte
     return model

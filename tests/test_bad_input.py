@@ -518,14 +518,18 @@ def test_save_file_through_a_symlink_keeps_the_link(tmp_path):
 
 def test_from_pretrained_on_a_converted_folder(tmp_path):
     from minigpt2 import quantize
+    from minigpt2.heads import GPT2ForSequenceClassification
     from minigpt2.model import GPT2LMHeadModel
 
     model = quantize.convert_model(GPT2LMHeadModel.from_pretrained(TINY, backend="numpy"), "int8")
     quantize.save_converted(model, tmp_path)
+    # GPT2LMHeadModel.from_pretrained loads it (tests/test_dtype_loading.py); a task head cannot.
     # was: "missing tensor 'wte.weight'" (its packed name is wte.weight.int8)
     with pytest.raises(ValueError, match=r"model.safetensors holds int8 weights written by "
-                                         r"minigpt2.quantize.save_converted; load it with quantize.load_converted"):
-        GPT2LMHeadModel.from_pretrained(tmp_path)
+                                         r"minigpt2.quantize.save_converted"):
+        GPT2ForSequenceClassification.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"holds int8 weights .*not 'bfloat16'"):
+        GPT2LMHeadModel.from_pretrained(tmp_path, dtype="bfloat16")
 
 
 @pytest.mark.parametrize("name", [None, 3, ["gpt2"]])
