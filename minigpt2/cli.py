@@ -25,6 +25,7 @@ def build_parser():
     add_tokenize_command(subparsers)
     add_verify_command(subparsers)
     add_bench_command(subparsers)
+    add_convert_command(subparsers)
     return parser
 
 
@@ -84,13 +85,14 @@ def _model_folder(name):
         return folder
 
 
-def _load(name, backend="numba"):
-    """(model, tokenizer, folder) for --model NAME."""
+def _load(name, backend="numba", dtype="auto"):
+    """(model, tokenizer, folder) for --model NAME, weights stored as --dtype."""
     from minigpt2.model import GPT2LMHeadModel
     from minigpt2.tokenizer import GPT2Tokenizer
 
     folder = _model_folder(name)
-    model, tokenizer = GPT2LMHeadModel.from_pretrained(folder, backend=backend), GPT2Tokenizer.from_pretrained(folder)
+    model = GPT2LMHeadModel.from_pretrained(folder, backend=backend, dtype=dtype)
+    tokenizer = GPT2Tokenizer.from_pretrained(folder)
     if len(tokenizer) > model.config.vocab_size:
         # else the first id past the model's vocabulary fails deep in the run, naming no file
         raise ValueError(f"{folder}: the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
@@ -120,6 +122,17 @@ def _add_model_arguments(parser):
                         help="numba: the fast kernels (default); numpy: the plain reference ops")
 
 
+STORAGE_DTYPES = ("float32", "bfloat16", "float16", "int8")   # minigpt2.quantize.DTYPES, without importing it
+
+
+def _add_dtype_argument(parser):
+    parser.add_argument("--dtype", default="auto", choices=STORAGE_DTYPES + ("auto",),
+                        help="how the weights are stored, converted once at load (computing stays float32): "
+                             "bfloat16 / float16 half the bytes, int8 a quarter; faster decoding, slightly "
+                             "different logits (default: auto = as stored: float32, or the type of a folder "
+                             "written by `minigpt2 convert`)")
+
+
 def add_generate_command(subparsers):
     """`minigpt2 generate PROMPT`: stream a continuation to stdout, timing to stderr."""
     parser = subparsers.add_parser(
@@ -136,6 +149,7 @@ def add_generate_command(subparsers):
     )
     parser.add_argument("prompt", metavar="PROMPT", help='the text to continue ("" starts from <|endoftext|>)')
     _add_model_arguments(parser)
+    _add_dtype_argument(parser)
     parser.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="tokens to add (default: 50)")
     parser.add_argument("--temperature", type=float, default=1.0, metavar="T",
                         help="< 1 sharper, > 1 flatter, 0 = greedy (default: 1.0)")
@@ -162,7 +176,7 @@ def add_generate_command(subparsers):
         from minigpt2 import generate as gen
 
         start = time.perf_counter()
-        model, tokenizer, _ = _load(args.model, args.backend)
+        model, tokenizer, _ = _load(args.model, args.backend, args.dtype)
         loaded = time.perf_counter() - start
         ids = tokenizer.encode(args.prompt) or [tokenizer.eos_token_id]
         steps = gen.iter_generate(
@@ -226,6 +240,7 @@ def add_score_command(subparsers):
     source.add_argument("--text", metavar="T", help="the text to score")
     source.add_argument("--file", metavar="F", help="a UTF-8 text file to score")
     _add_model_arguments(parser)
+    _add_dtype_argument(parser)
     parser.add_argument("--stride", type=int, default=None, metavar="S",
                         help="sliding-window step for long texts (default: half the context)")
     parser.add_argument("--per-token", action="store_true", help="print a table of tokens and log-probabilities")
@@ -241,7 +256,7 @@ def add_score_command(subparsers):
                 raise ValueError(f"{args.file} is not UTF-8 text ({error.reason} at byte {error.start})") from None
         else:
             text = args.text
-        model, tokenizer, _ = _load(args.model, args.backend)
+        model, tokenizer, _ = _load(args.model, args.backend, args.dtype)
         ids = tokenizer.encode(text, allowed_special=())   # text, never control tokens
         if len(ids) < 2:
             raise ValueError(f"the text has {len(ids)} token(s); scoring needs at least 2 (the first is only context)")
@@ -543,6 +558,50 @@ def add_bench_command(subparsers):
                                  compare=(name, "transformers float32") if args.compare_transformers else None))
 
     parser.set_defaults(run=run)
+
+def add_convert_command(subparsers):
+    """`minigpt2 convert MODEL OUT_FOLDER --dtype D`: store the weights packed once, load them fast later."""
+    parser = subparsers.add_parser(
+        "convert", help="write a copy of a model with bfloat16 / float16 / int8 weights",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert a model's weight matrices to a smaller storage type once and save the result\n"
+                    "(minigpt2.quantize.save_converted), with the tokenizer files. The folder loads with\n"
+                    "from_pretrained / --model like any other, without converting again. Only minigpt2\n"
+                    "reads it: keep the original checkpoint for transformers.",
+        epilog="examples:\n"
+               "  minigpt2 convert gpt2 ./gpt2-int8 --dtype int8\n"
+               '  minigpt2 generate "Hello" --model ./gpt2-int8\n',
+    )
+    parser.add_argument("model", metavar="MODEL", help="a model name or a folder with config.json + model.safetensors")
+    parser.add_argument("out_folder", metavar="OUT_FOLDER", help="where to write the converted model")
+    parser.add_argument("--dtype", required=True, choices=STORAGE_DTYPES[1:], help="the storage type")
+
+    def run(args):
+        import shutil
+        from pathlib import Path
+
+        from minigpt2 import hub, quantize
+        from minigpt2.model import GPT2LMHeadModel
+
+        folder = Path(hub.resolve_model_folder(args.model))
+        out = Path(args.out_folder)
+        if out.resolve() == folder.resolve():
+            raise ValueError(f"OUT_FOLDER is the model's own folder {folder}; pick a new folder")
+        if (out / "model.safetensors").exists():
+            raise ValueError(f"{out / 'model.safetensors'} already exists; pick a new folder")
+        model = GPT2LMHeadModel.from_pretrained(folder, backend="numpy", dtype=args.dtype)
+        quantize.save_converted(model, out)
+        for name in ("vocab.json", "merges.txt", "encoder.json", "vocab.bpe", "tokenizer_config.json",
+                     "special_tokens_map.json", "generation_config.json"):
+            if (folder / name).is_file():              # the tokenizer goes with the model
+                shutil.copyfile(folder / name, out / name)
+        before = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+        after = (out / "model.safetensors").stat().st_size
+        print(f"{out}: {args.dtype} weights, {after / 1e6:.1f} MB (was {before / 1e6:.1f} MB)")
+        return 0
+
+    parser.set_defaults(run=run)
+
 
 def main(argv=None):
     parser = build_parser()
