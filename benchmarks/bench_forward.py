@@ -8,7 +8,11 @@ in fresh worker processes taking turns (see minigpt2/bench.py):
   * decode tokens/s: a 16-token prompt, then 128 greedy tokens over the KV cache, batch 1,
   * Numba compile time (first process, empty cache) and start time of a fresh process to its
     first token (16-token prompt + one decode step) with the cache warm,
-  * peak RSS of each worker.
+  * peak RSS of each worker,
+  * the memory bandwidth of the machine during the run (a 512 MB matrix-vector product, before
+    and after the table): decoding streams 494 MB of float32 weights per token, so bandwidth /
+    494 MB is the decode speed no engine can pass here; the share of it each backend reaches is
+    printed under the table.
 
     python benchmarks/bench_forward.py            # the full table (a few minutes on 2 cores)
     python benchmarks/bench_forward.py --quick    # 16/128 prefill, 32 new tokens, one round
@@ -46,14 +50,25 @@ def main():
     t0 = time.perf_counter()
     bench.write_random_checkpoint(folder, "gpt2")
     print(f"checkpoint: {folder} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    bandwidth = bench.run_bandwidth(args.threads)
     results = bench.run_benchmark(folder, backends, lengths, new_tokens, repeats=args.repeats,
                                   rounds=rounds, threads=args.threads,
                                   log=lambda m: print("  " + m, flush=True))
+    after = bench.run_bandwidth(args.threads)            # the machine's bandwidth drifts: keep the best
+    bandwidth = {name: max(value, after[name]) for name, value in bandwidth.items()}
     print()
     print(f"GPT-2 124M (random weights), float32, batch 1, {args.threads} threads; "
           f"best of {rounds} round(s). {bench.machine_description()}")
     print()
     print(bench.format_table(results, lengths, new_tokens))
+    if new_tokens:
+        streamed = bench.streamed_bytes_per_token("gpt2", "float32")
+        ceiling = max(bandwidth.values()) / (streamed / 1e9)
+        print()
+        print(bench.ceiling_line(bandwidth, {"float32": streamed}))
+        print("Decode (median step) as a share of that ceiling: " + ", ".join(
+            f"{name} {r['decode_median_tok_s'] / ceiling:.0%}" for name, r in results.items()
+            if r.get("decode_median_tok_s")) + ".")
 
 
 if __name__ == "__main__":

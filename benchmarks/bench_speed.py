@@ -22,19 +22,8 @@ import argparse
 import time
 
 from minigpt2 import bench
-from minigpt2.config import GPT2Config, PRESETS
-from minigpt2.quantize import BYTES_PER_WEIGHT
 
 SIZES = ["distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
-
-
-def streamed_bytes_per_token(model, dtype):
-    """Weight bytes one decode step reads: every block matrix and the LM head (wte), once."""
-    config = GPT2Config(**PRESETS[model])
-    c, inner = config.n_embd, config.inner_dim
-    matrices = config.n_layer * (c * 3 * c + c * c + 2 * c * inner) + config.vocab_size * c
-    scales = config.n_layer * (3 * c + c + inner + c) + config.vocab_size if dtype == "int8" else 0
-    return matrices * BYTES_PER_WEIGHT[dtype] + scales * 4
 
 
 def spec(model, backend="numba", dtype="float32", batch=1):
@@ -47,16 +36,25 @@ def dtypes_table(args, log):
     if not args.no_transformers and bench.transformers_available():
         columns["transformers float32"] = spec("gpt2", backend="transformers")
     lengths = [512] if args.quick else [512, 1024]
+    bandwidth = bench.run_bandwidth(args.threads)
     results = bench.run_columns(columns, lengths, args.new_tokens, repeats=args.repeats, rounds=args.rounds,
                                 threads=args.threads, log=log)
+    after = bench.run_bandwidth(args.threads)              # the machine's bandwidth drifts: keep the best
+    bandwidth = {name: max(value, after[name]) for name, value in bandwidth.items()}
+    best = max(bandwidth.values())
     for label, d in zip(columns, dtypes):        # from the median step
-        results[label]["gbps"] = results[label]["decode_median_tok_s"] * streamed_bytes_per_token("gpt2", d) / 1e9
+        streamed = bench.streamed_bytes_per_token("gpt2", d)
+        results[label]["gbps"] = results[label]["decode_median_tok_s"] * streamed / 1e9
+        results[label]["ceiling_share"] = results[label]["gbps"] / best
     compare = ("numba float32", "transformers float32") if "transformers float32" in results else None
     table = bench.format_table(results, lengths, args.new_tokens, compare=compare)
+    tail = " | |" if compare else " |"
     gbps = "| weight GB/s streamed in decode (median step) | " + " | ".join(
-        f"{results[label]['gbps']:.1f}" if "gbps" in results[label] else "–" for label in results) + \
-        (" | |" if compare else " |")
-    return table + "\n" + gbps
+        f"{results[label]['gbps']:.1f}" if "gbps" in results[label] else "–" for label in results) + tail
+    share = "| share of the memory-bandwidth ceiling (median step) | " + " | ".join(
+        f"{results[label]['ceiling_share']:.0%}" if "gbps" in results[label] else "–" for label in results) + tail
+    ceiling = bench.ceiling_line(bandwidth, {d: bench.streamed_bytes_per_token("gpt2", d) for d in dtypes})
+    return table + "\n" + gbps + "\n" + share + "\n\n" + ceiling
 
 
 def batch_table(args, log):
@@ -87,7 +85,7 @@ def sizes_table(args, log):
         results = bench.run_columns(columns, [], new_tokens, repeats=2, rounds=1, threads=args.threads, log=log)
         for d in args.size_dtypes:
             r = results[d]
-            gbps = r["decode_median_tok_s"] * streamed_bytes_per_token(model, d) / 1e9
+            gbps = r["decode_median_tok_s"] * bench.streamed_bytes_per_token(model, d) / 1e9
             rows.append(f"| {model} | {d} | {r['load_s']:.2f} | {r['rss_after_load_mb']:,.0f} | "
                         f"{r['peak_rss_mb']:,.0f} | {r['decode_tok_s']:.1f} | {r['decode_median_tok_s']:.1f} | "
                         f"{gbps:.1f} |")

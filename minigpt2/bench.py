@@ -204,6 +204,35 @@ def run_worker(backend, folder, lengths, new_tokens, repeats, threads, dtype="fl
     return result
 
 
+def measure_bandwidth(threads, megabytes=512, repeats=5):
+    """Memory bandwidth a decode step can use, in GB/s: {"numba": ..., "blas": ...}.
+
+    A decode step is a chain of matrix-vector products whose weights come from DRAM, so the
+    speed of one product over a matrix far larger than the caches is the ceiling for decoding:
+    "numba" is the engine's own float32 kernel (kernels._matvec_out_in, with prefetching),
+    "blas" is NumPy's BLAS sgemv on the same matrix. Best of `repeats`.
+    """
+    from . import kernels
+    kernels.set_num_threads(threads)
+    n_in = 768
+    n_out = megabytes * 1_000_000 // (4 * n_in)
+    matrix = np.full((n_out, n_in), 0.01, dtype=np.float32)       # [n_out, n_in], touched once
+    x = np.ones((1, n_in), dtype=np.float32)
+    bias = np.zeros(n_out, dtype=np.float32)
+    out = np.empty((1, n_out), dtype=np.float32)
+    results = {}
+    for name, product in (("numba", lambda: kernels._matvec_out_in[False](x, matrix, bias, False, out)),
+                          ("blas", lambda: np.matmul(matrix, x[0], out=out[0]))):
+        product()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            product()
+            best = min(best, time.perf_counter() - t0)
+        results[name] = matrix.nbytes / best / 1e9
+    return results
+
+
 def _worker_cli(argv):
     parser = argparse.ArgumentParser(prog="python -m minigpt2.bench worker")
     parser.add_argument("--backend", choices=BACKENDS, required=True)
@@ -216,7 +245,11 @@ def _worker_cli(argv):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--launched-at", type=float, default=None)
     parser.add_argument("--only-start", action="store_true")
+    parser.add_argument("--bandwidth", action="store_true", help="measure memory bandwidth only")
     args = parser.parse_args(argv)
+    if args.bandwidth:
+        print("RESULT " + json.dumps(measure_bandwidth(args.threads)), flush=True)
+        return
     result = run_worker(args.backend, args.folder, args.lengths, args.new_tokens, args.repeats,
                         args.threads, args.dtype, args.batch, args.launched_at, args.only_start)
     print("RESULT " + json.dumps(result), flush=True)
@@ -289,6 +322,33 @@ def run_columns(columns, lengths, new_tokens, repeats=2, rounds=2, threads=2, st
                                                         r["decode_median_tok_s"])
                     merged["decode_tokens"] = r["decode_tokens"]
     return results
+
+
+def streamed_bytes_per_token(model, dtype):
+    """Weight bytes one decode step reads: every block matrix and the LM head (wte), once."""
+    from .config import PRESETS, GPT2Config
+    from .quantize import BYTES_PER_WEIGHT
+    config = GPT2Config(**PRESETS[model])
+    c, inner = config.n_embd, config.inner_dim
+    matrices = config.n_layer * (c * 3 * c + c * c + 2 * c * inner) + config.vocab_size * c
+    scales = config.n_layer * (3 * c + c + inner + c) + config.vocab_size if dtype == "int8" else 0
+    return matrices * BYTES_PER_WEIGHT[dtype] + scales * 4
+
+
+def run_bandwidth(threads=2):
+    """measure_bandwidth in a fresh worker process (so it has the machine's caches to itself)."""
+    return _spawn({"backend": "numba", "folder": "-"}, tempfile.gettempdir(), bandwidth=True, threads=threads)
+
+
+def ceiling_line(bandwidth, bytes_per_token):
+    """One sentence: the measured bandwidth and the decode tok/s it allows for each weight size.
+
+    bytes_per_token: {label: weight bytes one decode step streams}."""
+    best = max(bandwidth.values())
+    ceilings = ", ".join(f"{label} {best / (nbytes / 1e9):.0f}" for label, nbytes in bytes_per_token.items())
+    return (f"Memory bandwidth measured in this run: {bandwidth['numba']:.1f} GB/s (the engine's float32 "
+            f"matrix-vector kernel) and {bandwidth['blas']:.1f} GB/s (NumPy's BLAS sgemv), 512 MB "
+            f"matrix. Decode ceiling at {best:.1f} GB/s, tok/s: {ceilings}.")
 
 
 def run_benchmark(folder, backends, lengths, new_tokens, repeats=2, rounds=2, threads=2, log=print,
