@@ -69,7 +69,8 @@ class GPT2Block:
         # -- attention
         h = K.layer_norm(x, *self.ln_1, self.eps)                      # [b, t, c]
         qkv = K.linear(h, *self.c_attn)                                # [b, t, c] -> [b, t, 3c]
-        q, k, v = np.split(qkv, 3, axis=-1)                            # 3 x [b, t, c]
+        c = qkv.shape[-1] // 3
+        q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]   # 3 x [b, t, c] (views)
         q, k, v = (ops.split_heads(a, self.n_head) for a in (q, k, v))  # 3 x [b, h, t, d]
         record("ln_1", h), record("attn.q", q), record("attn.k", k), record("attn.v", v)
         if kv_cache is not None:

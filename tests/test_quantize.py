@@ -72,7 +72,7 @@ def test_float16_widening_is_exact_for_every_bit_pattern():
 
 @pytest.mark.parametrize("serial", [False, True])
 @pytest.mark.parametrize("storage", STORAGES)
-@pytest.mark.parametrize("rows", [1, 3, kernels.MATVEC_MAX_ROWS + 5])
+@pytest.mark.parametrize("rows", [1, 3, 6, kernels.PACKED_MATVEC_MAX_ROWS, kernels.PACKED_MATVEC_MAX_ROWS + 5])
 def test_linear_on_packed_weights(storage, rows, serial, monkeypatch):
     monkeypatch.setattr(kernels, "SERIAL_MAX_ELEMENTS", 1 << 62 if serial else 0)
     monkeypatch.setattr(kernels, "BESIDE_BLAS_SERIAL", serial)
