@@ -13,15 +13,19 @@ Where the time goes, and what each kernel does about it (measurements in BENCHMA
   memory bandwidth. For float32 weights that is BLAS's sgemv (it measured faster in a whole
   decode step, see FLOAT32_MATVEC); for packed bfloat16/float16/int8 weights (``quantize.py``)
   it is ``_matvec_packed``, which widens each value to float32 in registers. Two float32 Numba
-  kernels remain, one per weight layout: ``_matvec_in_out`` for the checkpoint's
-  ``[n_in, n_out]`` layout (each thread streams a contiguous band of rows and keeps partial sums
-  for every output in L1) and ``_matvec_out_in`` for an ``[n_out, n_in]`` layout such as the
-  tied LM head ``wte.T`` (one dot product per output, vectorised by allowing reassociation).
+  kernels serve 2-4 rows (batched decode), one per weight layout: ``_matvec_in_out`` for the
+  checkpoint's ``[n_in, n_out]`` layout (each thread streams a contiguous band of rows and keeps
+  partial sums for every output) and ``_matvec_out_in`` for an ``[n_out, n_in]`` layout such as
+  the tied LM head ``wte.T`` (one dot product per output). All of them prefetch the rows ahead
+  (``_prefetch``): the hardware prefetcher alone leaves bandwidth unused.
 * Prefill (many tokens) is compute-bound: the matmuls go to BLAS (``np.matmul``, outside Numba,
   which has no BLAS without SciPy), and a Numba pass adds the bias (and GELU) in place.
-* Attention runs numbered passes per query row (llm.c style) and *skips* masked keys, so the
-  causal half of a prefill is never computed and a padded key never touches a real row.
-* Elementwise work (bias, GELU, layer norm) is one parallel pass over rows.
+* Attention: in a prefill, BLAS computes q.k and probs.v in blocks of query rows that stop at
+  the last key a block may see (so most of the causal upper triangle is skipped), with a Numba
+  masked softmax in between; in a decode step, one kernel runs numbered passes per query row
+  (llm.c style) over the visible keys only, so a padded key never touches a real row.
+* Elementwise work (bias, GELU, layer norm) is one pass over rows, serial next to BLAS (see
+  BESIDE_BLAS_SERIAL).
 
 Every kernel has a naive twin (``*_naive``): plain loops, no threads, no fast-math, written to
 be obviously right. The tests compare the fast kernels with both the twins and ``ops.py``.
@@ -52,10 +56,11 @@ from numba.extending import intrinsic, overload
 from .quantize import PackedWeight
 
 # linear() on at most this many rows (a decode step) of float32 weights: Numba matrix-vector
-# kernels (or BLAS sgemv for one row, see FLOAT32_MATVEC); more rows: BLAS sgemm. Measured on
-# the 24 768x3072 matrices of GPT-2 124M's MLPs (226 MB), Numba vs BLAS: 2 rows 15.0 vs 30.0 ms,
-# 4 rows 21.6 vs 27.4 (24.2 vs 24.8 in another run), 8 rows 40.0 vs 32.5 (32.3 vs 26.3).
-MATVEC_MAX_ROWS = 4
+# kernels (or BLAS sgemv for one row, see FLOAT32_MATVEC); more rows: BLAS sgemm. Alone, BLAS
+# beat the Numba kernel at 8 rows (32.5 vs 40.0 ms on the 226 MB of MLP matrices), but in whole
+# decode steps of a batch of 8 it lost (63 vs 92 tok/s, bench_speed.py --tables batch): BLAS's
+# threads, spinning after each call, slow the threaded attention kernel that runs in between.
+MATVEC_MAX_ROWS = 8
 # Packed (bfloat16/float16/int8) weights on at most this many rows go through the Numba kernel;
 # more rows (a prefill) dequantize the matrix and call BLAS. On a 768x3072 matrix the kernel
 # took 0.78 ms for 16 rows against 2.8 for dequantize + BLAS, and they met at 32 rows
