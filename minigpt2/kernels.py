@@ -81,10 +81,13 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 # Inputs with fewer elements than this run the serial build of a kernel (see _threaded_and_serial).
 SERIAL_MAX_ELEMENTS = 1 << 16
 # The passes that run between BLAS calls (layer norm, bias + GELU after a matmul, the masked
-# softmax between the two attention matmuls) always take the serial build. Numba's OpenMP
-# workers spin for a while after each parallel region, and spinning next to OpenBLAS's threads
-# on 2 cores made a 128-token prefill 2.6x slower (180 vs 470 tok/s, GPT-2 124M, measured back to
-# back; BENCHMARKS.md). The decode kernels, which run without BLAS, stay threaded.
+# softmax between the two attention matmuls, and the decode attention kernel, which a float32
+# decode step runs between BLAS sgemv calls) always take the serial build. Numba's OpenMP
+# workers spin for a while after each parallel region and OpenBLAS's for a while after each
+# call, and on 2 cores the two pools stall each other: a 128-token prefill ran 2.6x slower
+# (180 vs 470 tok/s), and float32 decoding at a 600-token context 3-4x slower (9 vs 30-36
+# tok/s) with the threaded attention kernel (GPT-2 124M, back to back; BENCHMARKS.md). The
+# packed-weight matrix-vector kernels, which run without BLAS, stay threaded.
 BESIDE_BLAS_SERIAL = True
 
 
@@ -866,7 +869,7 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
     # probs is only allocated when asked for; the kernel still needs an array of the right rank
     probs = np.empty((b, h, t, s) if output_attentions else (0, 0, 0, 0), dtype=np.float32)
     query, key, value = _rows_buffer(query), _rows_buffer(key), _rows_buffer(value)
-    kernel = _attention_kernel[b * h * t * s * d <= 4 * SERIAL_MAX_ELEMENTS]
+    kernel = _attention_kernel[BESIDE_BLAS_SERIAL or b * h * t * s * d <= 4 * SERIAL_MAX_ELEMENTS]
     kernel(query, key, value, mask, np.float32(scale), head_scale, out, probs, bool(output_attentions))
     return out, (probs if output_attentions else None)
 

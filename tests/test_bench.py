@@ -37,6 +37,7 @@ def test_worker_measures_and_table_prints(tmp_path):
     finally:
         kernels.set_num_threads(kernels.numba.config.NUMBA_NUM_THREADS)
     assert result["prefill_tok_s"]["8"] > 0 and result["decode_tok_s"] > 0
+    assert result["decode_long_median_tok_s"] > 0
     assert len(result["decode_tokens"]) == 3 and result["peak_rss_mb"] > 0
     results = {"numba int8": dict(result, start_s=1.0), "numba float32": dict(result, start_s=2.0)}
     table = bench.format_table(results, [8], 3, compare=("numba int8", "numba float32"), batch=2)
