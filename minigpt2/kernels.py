@@ -671,62 +671,12 @@ def _softmax_visible_row(x, row_mask, maxval, head_scale):
         x[j] *= factor
 
 
-@_threaded_and_serial(fastmath=_REDUCE)
-def _attention_kernel(query, key, value, mask, scale, head_scale, out, probs, write_probs):
-    # query [b, h, t, d], key/value [b, h, >= s, d] (only the first s rows along axis 2 are read),
-    # mask [b, t, s] (True = may attend), head_scale [h] -> out [b, h, t, d],
-    # probs [b, h, t, s] (written only if write_probs). All C-contiguous, so that the dot products
-    # over d vectorise. One (batch, head) pair per task; each query row runs four passes over
-    # its visible keys.
-    b, h, t, d = query.shape
-    s = mask.shape[2]
-    for bh in prange(b * h):
-        bi = bh // h
-        hi = bh % h
-        scores = np.empty(s, dtype=np.float32)        # one scratch row per task, reused
-        for ti in range(t):
-            q = query[bi, hi, ti]
-            row_mask = mask[bi, ti]
-            o_row = out[bi, hi, ti]
-            # pass 1: scaled scores q.k for the visible keys only, and their max
-            maxval = -np.inf
-            n_visible = 0
-            for j in range(s):
-                if row_mask[j]:
-                    k = key[bi, hi, j]
-                    dot = np.float32(0.0)
-                    for c in range(d):
-                        dot += q[c] * k[c]
-                    dot *= scale
-                    scores[j] = dot
-                    if dot > maxval:
-                        maxval = dot
-                    n_visible += 1
-            if n_visible == 0:                           # nothing to attend to: zeros, not NaN
-                o_row[:] = 0.0
-                if write_probs:
-                    probs[bi, hi, ti, :] = 0.0
-                continue
-            # passes 2-3: softmax over the visible keys, times the head mask
-            _softmax_visible_row(scores, row_mask, maxval, head_scale[hi])
-            # pass 4: out = sum over visible keys of prob * value
-            o_row[:] = 0.0
-            for j in range(s):
-                if row_mask[j]:
-                    p = scores[j]
-                    v = value[bi, hi, j]
-                    for c in range(d):
-                        o_row[c] += p * v[c]
-            if write_probs:
-                probs[bi, hi, ti, :] = scores
-
-
 @njit(inline="always")
-def _row_max(x, n):
-    # max of x[:n], -inf if n == 0 or all -inf. A running max is one long dependency chain
-    # (about 4 cycles per element, and LLVM will not vectorise a float max without no-NaN
-    # fast-math); sixteen independent running maxima, one per lane, run 4x faster.
-    lanes = np.full(16, np.float32(-np.inf), dtype=np.float32)
+def _row_max(x, n, lanes):
+    # max of x[:n], -inf if n == 0 or all -inf; lanes: a float32 scratch of 16. A running max is
+    # one long dependency chain (about 4 cycles per element, and LLVM will not vectorise a float
+    # max without no-NaN fast-math); sixteen independent running maxima run 4x faster.
+    lanes[:] = -np.inf
     n16 = n - n % 16
     for j in range(0, n16, 16):
         for k in range(16):
@@ -739,6 +689,81 @@ def _row_max(x, n):
     return maxval
 
 
+@_threaded_and_serial(fastmath=_REDUCE)
+def _attention_kernel(query, key, value, mask, scale, head_scale, out, probs, write_probs):
+    # query [b, h, t, d], key/value [b, h, >= s, d] (only the first s rows along axis 2 are read),
+    # mask [b, t, s] (True = may attend), head_scale [h] -> out [b, h, t, d],
+    # probs [b, h, t, s] (written only if write_probs). All C-contiguous, so that the dot products
+    # over d vectorise. One (batch, head) pair per task; each query row runs four passes over
+    # the keys, four keys at a time (one load of q and one update of the output row serve four).
+    b, h, t, d = query.shape
+    s = mask.shape[2]
+    for bh in prange(b * h):
+        bi = bh // h
+        hi = bh % h
+        scores = np.empty(s, dtype=np.float32)        # scratch per task, reused for every row
+        lanes = np.empty(16, dtype=np.float32)
+        for ti in range(t):
+            q = query[bi, hi, ti]
+            row_mask = mask[bi, ti]
+            o_row = out[bi, hi, ti]
+            # pass 1: scaled scores q.k (a masked key gets -inf, whatever its values), their max
+            j = 0
+            while j + 4 <= s:
+                k0, k1, k2, k3 = key[bi, hi, j], key[bi, hi, j + 1], key[bi, hi, j + 2], key[bi, hi, j + 3]
+                dot0 = dot1 = dot2 = dot3 = np.float32(0.0)
+                for c in range(d):
+                    dot0 += q[c] * k0[c]
+                    dot1 += q[c] * k1[c]
+                    dot2 += q[c] * k2[c]
+                    dot3 += q[c] * k3[c]
+                scores[j] = dot0 * scale if row_mask[j] else np.float32(-np.inf)
+                scores[j + 1] = dot1 * scale if row_mask[j + 1] else np.float32(-np.inf)
+                scores[j + 2] = dot2 * scale if row_mask[j + 2] else np.float32(-np.inf)
+                scores[j + 3] = dot3 * scale if row_mask[j + 3] else np.float32(-np.inf)
+                j += 4
+            for j in range(j, s):
+                k = key[bi, hi, j]
+                dot = np.float32(0.0)
+                for c in range(d):
+                    dot += q[c] * k[c]
+                scores[j] = dot * scale if row_mask[j] else np.float32(-np.inf)
+            maxval = _row_max(scores, s, lanes)
+            if maxval == -np.inf:                        # nothing to attend to: zeros, not NaN
+                o_row[:] = 0.0
+                if write_probs:
+                    probs[bi, hi, ti, :] = 0.0
+                continue
+            # passes 2-3: softmax over the visible keys, times the head mask
+            _softmax_visible_row(scores, row_mask, maxval, head_scale[hi])
+            # pass 4: out = sum over visible keys of prob * value. A masked key is skipped, not
+            # multiplied by 0, so a NaN in its value (padding) cannot reach the output.
+            o_row[:] = 0.0
+            j = 0
+            while j + 4 <= s:
+                if row_mask[j] and row_mask[j + 1] and row_mask[j + 2] and row_mask[j + 3]:
+                    p0, p1, p2, p3 = scores[j], scores[j + 1], scores[j + 2], scores[j + 3]
+                    v0, v1, v2, v3 = value[bi, hi, j], value[bi, hi, j + 1], value[bi, hi, j + 2], value[bi, hi, j + 3]
+                    for c in range(d):
+                        o_row[c] += p0 * v0[c] + p1 * v1[c] + p2 * v2[c] + p3 * v3[c]
+                else:
+                    for jj in range(j, j + 4):
+                        if row_mask[jj]:
+                            p = scores[jj]
+                            v = value[bi, hi, jj]
+                            for c in range(d):
+                                o_row[c] += p * v[c]
+                j += 4
+            for j in range(j, s):
+                if row_mask[j]:
+                    p = scores[j]
+                    v = value[bi, hi, j]
+                    for c in range(d):
+                        o_row[c] += p * v[c]
+            if write_probs:
+                probs[bi, hi, ti, :] = scores
+
+
 @njit(fastmath=_REDUCE, error_model="numpy", cache=True)
 def _masked_softmax_block(scores, mask, r0, scale, head_scale):
     # scores [h, rows, n] = q.k of query rows r0 .. r0 + rows against keys 0 .. n (from BLAS),
@@ -746,13 +771,14 @@ def _masked_softmax_block(scores, mask, r0, scale, head_scale):
     # place: softmax of scale * scores over the visible keys, exactly 0 on masked keys, times
     # head_scale; a row with no visible key becomes all zeros. Each pass is a straight loop.
     h, rows, n = scores.shape
+    lanes = np.empty(16, dtype=np.float32)              # _row_max's scratch, allocated once
     for hi in range(h):
         for r in range(rows):
             x = scores[hi, r]
             row_mask = mask[r0 + r]
             for j in range(n):             # pass 1: scale, -inf on masked keys, then the max
                 x[j] = x[j] * scale if row_mask[j] else np.float32(-np.inf)
-            maxval = _row_max(x, n)
+            maxval = _row_max(x, n, lanes)
             if maxval == -np.inf:
                 x[:] = 0.0
                 continue
