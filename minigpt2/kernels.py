@@ -13,11 +13,12 @@ Where the time goes, and what each kernel does about it (measurements in BENCHMA
   memory bandwidth. For float32 weights that is BLAS's sgemv (it measured faster in a whole
   decode step, see FLOAT32_MATVEC); for packed bfloat16/float16/int8 weights (``quantize.py``)
   it is ``_matvec_packed``, which widens each value to float32 in registers. Two float32 Numba
-  kernels serve 2-4 rows (batched decode), one per weight layout: ``_matvec_in_out`` for the
+  kernels serve 2-8 rows (batched decode), one per weight layout: ``_matvec_in_out`` for the
   checkpoint's ``[n_in, n_out]`` layout (each thread streams a contiguous band of rows and keeps
   partial sums for every output) and ``_matvec_out_in`` for an ``[n_out, n_in]`` layout such as
-  the tied LM head ``wte.T`` (one dot product per output). All of them prefetch the rows ahead
-  (``_prefetch``): the hardware prefetcher alone leaves bandwidth unused.
+  the tied LM head ``wte.T`` (one dot product per output). The kernels that read one row per
+  output prefetch the rows ahead (``_prefetch``): the hardware prefetcher alone leaves
+  bandwidth unused there.
 * Prefill (many tokens) is compute-bound: the matmuls go to BLAS (``np.matmul``, outside Numba,
   which has no BLAS without SciPy), and a Numba pass adds the bias (and GELU) in place.
 * Attention: in a prefill, BLAS computes q.k and probs.v in blocks of query rows that stop at
@@ -57,9 +58,9 @@ from .quantize import PackedWeight
 
 # linear() on at most this many rows (a decode step) of float32 weights: Numba matrix-vector
 # kernels (or BLAS sgemv for one row, see FLOAT32_MATVEC); more rows: BLAS sgemm. Alone, BLAS
-# beat the Numba kernel at 8 rows (32.5 vs 40.0 ms on the 226 MB of MLP matrices), but in whole
-# decode steps of a batch of 8 it lost (63 vs 92 tok/s, bench_speed.py --tables batch): BLAS's
-# threads, spinning after each call, slow the threaded attention kernel that runs in between.
+# beat the Numba kernel at 8 rows (32.5 vs 40.0 ms on the 226 MB of MLP matrices), but whole
+# decode steps of a batch of 8 were not faster with it: 126 vs 131 tok/s (Numba), alternated
+# three times in one process (and 63 vs 92 while the decode attention still ran threaded).
 MATVEC_MAX_ROWS = 8
 # Packed (bfloat16/float16/int8) weights on at most this many rows go through the Numba kernel;
 # more rows (a prefill) dequantize the matrix and call BLAS. On a 768x3072 matrix the kernel
@@ -391,7 +392,6 @@ def _matvec_in_out(x, weight, bias, apply_gelu, n_chunks, out):
         i1 = min(n_in, i0 + rows_per_chunk)
         acc = partial[k]
         for i in range(i0, i1):
-            _prefetch_row(weight, i + 2)                # a row here is n_out floats (9-12 KB)
             w_row = weight[i]
             for r in range(m):
                 xi = x[r, i]
