@@ -56,18 +56,15 @@ def main():
             cells.append(flops / best_seconds(lambda: torch.matmul(ta, tb)) / 1e9)
         rows.append((f"sgemm GFLOP/s, {label}", cells))
 
-    n_in = 768
-    matrix = np.full((512_000_000 // (4 * n_in), n_in), 0.01, dtype=np.float32)   # [n_out, n_in]
-    x = np.ones((1, n_in), dtype=np.float32)
-    bias = np.zeros(matrix.shape[0], dtype=np.float32)
-    out = np.empty((1, matrix.shape[0]), dtype=np.float32)
-    numba_gbs = matrix.nbytes / best_seconds(lambda: kernels._matvec_out_in[False](x, matrix, bias, False, out)) / 1e9
-    cells = [matrix.nbytes / best_seconds(lambda: np.matmul(matrix, x[0], out=out[0])) / 1e9]
-    if torch is not None:
-        tm, tx = torch.from_numpy(matrix), torch.from_numpy(x[0])
-        cells.append(matrix.nbytes / best_seconds(lambda: torch.mv(tm, tx)) / 1e9)
+    bandwidth = bench.measure_bandwidth(args.threads)          # the engine's kernel and NumPy's sgemv
+    cells = [bandwidth["blas"]]
+    if torch is not None:                                       # torch.mv on a matrix of the same size
+        matrix = torch.full((512_000_000 // (4 * 768), 768), 0.01)
+        vector = torch.ones(768)
+        cells.append(matrix.numel() * 4 / best_seconds(lambda: torch.mv(matrix, vector)) / 1e9)
+        del matrix
     rows.append(("matrix-vector GB/s, 512 MB float32 (NumPy column: sgemv)", cells))
-    rows.append(("matrix-vector GB/s, the engine's Numba kernel (prefetching)", [numba_gbs]))
+    rows.append(("matrix-vector GB/s, the engine's Numba kernel (prefetching)", [bandwidth["numba"]]))
 
     print(f"{bench.machine_description()}; {args.threads} threads\n")
     print("| | NumPy's BLAS (the engine's) |" + (" torch (transformers') |" if torch is not None else ""))
