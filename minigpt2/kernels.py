@@ -814,6 +814,26 @@ ATTENTION_BLAS_MIN_ROWS = 32
 ATTENTION_BLOCK_ROWS = 128
 
 
+def _zero_nonfinite_hidden_keys(key, value, mask):
+    """key, value [b, h, s, d] with zeros in the rows no query may see, if those hold NaN or inf.
+
+    probs @ value multiplies a masked key's value by an exact 0, and 0 * NaN is NaN: a NaN in a
+    padding position would reach every row of the block (PITFALLS 3). The looped kernel skips
+    masked keys instead; here the few affected rows are zeroed in a copy. Checked only when a
+    batch row has keys that no query sees (padding), so a plain causal prefill costs nothing.
+    """
+    hidden = ~mask.any(axis=1)                                      # [b, s]: padding keys
+    if not hidden.any():
+        return key, value
+    hidden_rows = np.broadcast_to(hidden[:, None, :], key.shape[:3])  # [b, h, s]
+    if np.isfinite(key[hidden_rows]).all() and np.isfinite(value[hidden_rows]).all():
+        return key, value
+    key, value = key.copy(), value.copy()
+    key[hidden_rows] = 0.0
+    value[hidden_rows] = 0.0
+    return key, value
+
+
 def _attention_blas(query, key, value, mask, scale, head_scale, out, probs):
     """Prefill attention by BLAS, one batch row and block of query rows (all heads) at a time.
 
@@ -821,6 +841,7 @@ def _attention_blas(query, key, value, mask, scale, head_scale, out, probs):
     C-contiguous -> out [b, h, t, d]; probs [b, h, t, s] zeros (filled) or None.
     """
     b, h, t, d = query.shape
+    key, value = _zero_nonfinite_hidden_keys(key, value, mask)
     extent = _visible_extent(mask)                                  # [b, t]
     for bi in range(b):
         for r0 in range(0, t, ATTENTION_BLOCK_ROWS):

@@ -185,7 +185,10 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
     probs = exps / np.where(total > 0, total, 1)                    # empty rows stay all zero
     if head_mask is not None:
         probs = probs * np.asarray(head_mask, np.float32)[None, :, None, None]
-    out = probs @ value                                             # [b, h, t, s] @ [b, h, s, d] -> [b, h, t, d]
+    # a key that no query may see (padding) has probability exactly 0, but 0 * NaN is NaN: its
+    # value is zeroed, so a NaN there cannot reach a real row
+    seen = mask.any(axis=1)[:, None, :, None]                       # [b, 1, s, 1]
+    out = probs @ np.where(seen, value, 0)                          # [b, h, t, s] @ [b, h, s, d] -> [b, h, t, d]
     return out, (probs if output_attentions else None)
 
 

@@ -272,6 +272,27 @@ def test_attention_masked_nan_key_does_not_poison_rows():
     assert np.isfinite(out).all() and np.isfinite(probs).all()
 
 
+@pytest.mark.parametrize("t", [1, 2, kernels.ATTENTION_BLAS_MIN_ROWS])
+def test_attention_nan_in_masked_keys_among_visible_ones(t):
+    # the decode kernel takes keys four at a time and the prefill path uses BLAS: masked keys
+    # holding NaN, inside groups of four that also hold visible keys, must stay out of every row
+    rng = np.random.default_rng(t)
+    s = 13
+    query, key, value, _ = attention_case(rng, 2, 3, t, s, 8)
+    mask = np.ones((2, t, s), bool)
+    masked = [0, 2, 5, 9, 12]                      # scattered over the groups 0-3, 4-7, 8-11 and the tail
+    mask[:, :, masked] = False
+    clean_key, clean_value = key.copy(), value.copy()
+    key[:, :, masked] = np.nan
+    value[:, :, masked] = np.nan
+    out, probs = kernels.attention(query, key, value, mask, 0.5, None, True)
+    assert np.isfinite(out).all() and np.isfinite(probs).all()
+    expected, _ = kernels.attention_naive(query, clean_key, clean_value, mask, 0.5, np.ones(3, np.float32))
+    assert rel_err(out, expected) < 1e-5
+    ops_out, _ = ops.attention(query, key, value, mask, 0.5, None, False)   # the NumPy reference too
+    assert rel_err(ops_out, expected) < 1e-5
+
+
 def test_attention_bad_shapes_raise_value_error():
     q = np.zeros((1, 2, 3, 4), np.float32)
     kv = np.zeros((1, 2, 5, 4), np.float32)
