@@ -556,6 +556,10 @@ def add_bench_command(subparsers):
               f"{bench.machine_description()}\n")
         print(bench.format_table(results, lengths, new_tokens, batch=args.batch,
                                  compare=(name, "transformers float32") if args.compare_transformers else None))
+        if new_tokens and args.model in PRESETS:      # the decode speed no engine can pass on this machine
+            streamed = bench.streamed_bytes_per_token(args.model, args.dtype)
+            print("\n" + bench.ceiling_line(bench.run_bandwidth(args.threads), {args.dtype: streamed})
+                  + " That is per sequence: a batch shares each step's weights.")
 
     parser.set_defaults(run=run)
 
