@@ -100,7 +100,8 @@ def read_folder_tensors(folder):
         f = SafetensorsFile(path)
         if "minigpt2.dtype" in f.metadata:     # packed weights: names and dtypes of their own
             raise ValueError(f"{path} holds {f.metadata['minigpt2.dtype']} weights written by "
-                             "minigpt2.quantize.save_converted; load it with quantize.load_converted(folder)")
+                             "minigpt2.quantize.save_converted; load it with GPT2LMHeadModel.from_pretrained(folder) "
+                             "(or GPT2Model), which keeps it packed")
         for name in f.keys():
             if name in tensors:
                 raise ValueError(f"{path}: tensor {name!r} also appears in {origin[name]}")

@@ -329,12 +329,18 @@ def describe_model_folder(folder):
         lines.append(f"  {key}: {value}")
     weights = folder / "model.safetensors"
     if weights.is_file():
+        from minigpt2.quantize import stored_dtype
+
         tensors = load_file(weights)
-        # attn.bias / attn.masked_bias are causal-mask buffers; lm_head.weight is tied to wte
+        storage = stored_dtype(folder)          # a quantize.save_converted folder: its packed type
+        # attn.bias / attn.masked_bias are causal-mask buffers; lm_head.weight is tied to wte;
+        # the per-channel scales of int8 weights are part of the storage, not parameters
         counted = [name for name in tensors
-                   if not name.endswith((".attn.bias", ".attn.masked_bias")) and name != "lm_head.weight"]
+                   if not name.endswith((".attn.bias", ".attn.masked_bias")) and name != "lm_head.weight"
+                   and not (storage == "int8" and name.endswith(".scale"))]
         n_params = sum(int(np.prod(tensors[name].shape)) for name in counted)
-        lines.append(f"parameters: {n_params:,} ({n_params / 1e6:.1f}M, lm_head tied to wte)")
+        stored = f", stored as {storage}" if storage else ""
+        lines.append(f"parameters: {n_params:,} ({n_params / 1e6:.1f}M, lm_head tied to wte{stored})")
     lines.append("files:")
     for path in sorted(folder.iterdir()):
         if path.is_file():

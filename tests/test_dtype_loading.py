@@ -229,6 +229,11 @@ def test_cli_convert_then_generate(capsys, tmp_path):
     assert code == 0 and out.startswith("ROMEO:")
     code, _, err = run_cli(capsys, "generate", "ROMEO:", "--model", out_folder, "--dtype", "bfloat16")
     assert code == 1 and "holds int8 weights" in err and err.count("\n") == 1
+    # `minigpt2 info` counts the same parameters as in the float32 folder (int8 scales are storage)
+    code, original, _ = run_cli(capsys, "info", "--model", DEMO)
+    code, converted, _ = run_cli(capsys, "info", "--model", out_folder)
+    count = [line for line in original.splitlines() if line.startswith("parameters: ")][0]
+    assert code == 0 and count.removesuffix(")") + ", stored as int8)" in converted
     # never over an existing model
     code, _, err = run_cli(capsys, "convert", DEMO, out_folder, "--dtype", "bfloat16")
     assert code == 1 and "already exists" in err
