@@ -12,7 +12,6 @@ Rows: sgemm GFLOP/s on the four matmul shapes of a 512-token GPT-2 124M prefill,
 """
 
 import argparse
-import time
 
 import numpy as np
 
@@ -21,16 +20,7 @@ from minigpt2 import bench, kernels
 # the four linear layers of a GPT-2 124M block on a 512-token prompt: [t, n_in] @ [n_in, n_out]
 SHAPES = {"c_attn 512x768 @ 768x2304": (512, 768, 2304), "attn c_proj 512x768 @ 768x768": (512, 768, 768),
           "c_fc 512x768 @ 768x3072": (512, 768, 3072), "mlp c_proj 512x3072 @ 3072x768": (512, 3072, 768)}
-
-
-def best_seconds(function, repeats=7):
-    function()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - t0)
-    return best
+REPEATS = 7                       # each figure is the best of this many calls (after one warm-up)
 
 
 def main():
@@ -50,10 +40,10 @@ def main():
         b = rng.standard_normal((k, n), dtype=np.float32)
         out = np.empty((m, n), dtype=np.float32)
         flops = 2 * m * k * n
-        cells = [flops / best_seconds(lambda: np.matmul(a, b, out=out)) / 1e9]
+        cells = [flops / bench.best_seconds(lambda: np.matmul(a, b, out=out), REPEATS) / 1e9]
         if torch is not None:
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-            cells.append(flops / best_seconds(lambda: torch.matmul(ta, tb)) / 1e9)
+            cells.append(flops / bench.best_seconds(lambda: torch.matmul(ta, tb), REPEATS) / 1e9)
         rows.append((f"sgemm GFLOP/s, {label}", cells))
 
     bandwidth = bench.measure_bandwidth(args.threads)          # the engine's kernel and NumPy's sgemv
@@ -61,7 +51,7 @@ def main():
     if torch is not None:                                       # torch.mv on a matrix of the same size
         matrix = torch.full((512_000_000 // (4 * 768), 768), 0.01)
         vector = torch.ones(768)
-        cells.append(matrix.numel() * 4 / best_seconds(lambda: torch.mv(matrix, vector)) / 1e9)
+        cells.append(matrix.numel() * 4 / bench.best_seconds(lambda: torch.mv(matrix, vector), REPEATS) / 1e9)
         del matrix
     rows.append(("matrix-vector GB/s, 512 MB float32 (NumPy column: sgemv)", cells))
     rows.append(("matrix-vector GB/s, the engine's Numba kernel (prefetching)", [bandwidth["numba"]]))

@@ -10,22 +10,11 @@ Candidates: `in_out` (streams the checkpoint's [n_in, n_out] layout, partial sum
 """
 
 import argparse
-import time
 
 import numba
 import numpy as np
 
-from minigpt2 import kernels
-
-
-def best_time(function, repeats):
-    function()                                   # warm up (and compile)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+from minigpt2 import bench, kernels
 
 
 def main():
@@ -70,7 +59,7 @@ def main():
     for m in args.rows:
         cells = []
         for name, (kernel, layers) in candidates.items():
-            seconds = best_time(run(kernel, layers, m), args.repeats)
+            seconds = bench.best_seconds(run(kernel, layers, m), args.repeats)
             cells.append(f"{n_bytes / seconds / 1e9:.1f}")
         print(f"| {m} | " + " | ".join(cells) + " |", flush=True)
 

@@ -85,13 +85,24 @@ def write_random_checkpoint(folder, model="gpt2", seed=0, std=0.02, config=None)
 
 # ---------------------------------------------------------------------------------- one worker
 
-def _peak_rss_mb():
-    """Peak resident memory of this process (VmHWM), in MB."""
+def _status_mb(field):
+    """A memory figure of this process from /proc/self/status, in MB: "VmRSS" (now), "VmHWM" (peak)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def best_seconds(function, repeats):
+    """Call function once to warm up (compile, first-touch memory), then keep the fastest of `repeats` calls."""
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 class _Runner:
@@ -148,22 +159,13 @@ class _Runner:
         return steps, tokens
 
 
-def _rss_mb():
-    """Current resident memory of this process (VmRSS), in MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def run_worker(backend, folder, lengths, new_tokens, repeats, threads, dtype="float32", batch=1,
                launched_at=None, only_start=False):
     """Measure one configuration in this process; returns a dict of results (times in seconds)."""
     t_load = time.perf_counter()
     runner = _Runner(backend, folder, threads, dtype)
     result = {"backend": backend, "dtype": dtype, "batch": batch,
-              "load_s": time.perf_counter() - t_load, "rss_after_load_mb": _rss_mb()}
+              "load_s": time.perf_counter() - t_load, "rss_after_load_mb": _status_mb("VmRSS")}
     vocab = 50257 if backend == "transformers" else runner.model.config.vocab_size
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, vocab, size=(batch, PROMPT_TOKENS))
@@ -177,18 +179,12 @@ def run_worker(backend, folder, lengths, new_tokens, repeats, threads, dtype="fl
         t0 = time.perf_counter()
         runner.decode(prompt, 1)
         result["second_call_s"] = time.perf_counter() - t0
-        result["peak_rss_mb"] = _peak_rss_mb()
+        result["peak_rss_mb"] = _status_mb("VmHWM")
         return result
     prefill = {}
     for length in lengths:
         ids = rng.integers(0, vocab, size=(batch, length))
-        runner.prefill(ids)                                   # warm up this shape
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            runner.prefill(ids)
-            best = min(best, time.perf_counter() - t0)
-        prefill[str(length)] = batch * length / best
+        prefill[str(length)] = batch * length / best_seconds(lambda: runner.prefill(ids), repeats)
     result["prefill_tok_s"] = prefill
     if new_tokens:
         # Two figures: all steps (tokens / total seconds, best run) and the median step, which a
@@ -204,8 +200,8 @@ def run_worker(backend, folder, lengths, new_tokens, repeats, threads, dtype="fl
         long_tokens = min(LONG_PROMPT_TOKENS, runner.model.config.n_positions - 33)   # small test models
         steps, _ = runner.decode(rng.integers(0, vocab, size=(batch, long_tokens)), 32)
         result["decode_long_median_tok_s"] = batch / float(np.median(steps))
-    result["peak_rss_mb"] = _peak_rss_mb()
-    result["rss_mb"] = _rss_mb()
+    result["peak_rss_mb"] = _status_mb("VmHWM")
+    result["rss_mb"] = _status_mb("VmRSS")
     return result
 
 
@@ -225,17 +221,9 @@ def measure_bandwidth(threads, megabytes=512, repeats=5):
     x = np.ones((1, n_in), dtype=np.float32)
     bias = np.zeros(n_out, dtype=np.float32)
     out = np.empty((1, n_out), dtype=np.float32)
-    results = {}
-    for name, product in (("numba", lambda: kernels._matvec_out_in[False](x, matrix, bias, False, out)),
-                          ("blas", lambda: np.matmul(matrix, x[0], out=out[0]))):
-        product()
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            product()
-            best = min(best, time.perf_counter() - t0)
-        results[name] = matrix.nbytes / best / 1e9
-    return results
+    numba_s = best_seconds(lambda: kernels._matvec_out_in[False](x, matrix, bias, False, out), repeats)
+    blas_s = best_seconds(lambda: np.matmul(matrix, x[0], out=out[0]), repeats)
+    return {"numba": matrix.nbytes / numba_s / 1e9, "blas": matrix.nbytes / blas_s / 1e9}
 
 
 def _worker_cli(argv):
