@@ -56,12 +56,17 @@ class GPT2Block:
         # GPT-2's own GELU comes from the backend; the other activations are NumPy-only (ops.py)
         self.act = backend_ops.gelu_new if self.activation == "gelu_new" else ops.ACTIVATIONS[self.activation]
 
-    def __call__(self, x, mask, kv_cache=None, head_mask=None, output_attentions=False, trace=None):
+    def __call__(self, x, mask, kv_cache=None, head_mask=None, output_attentions=False, trace=None,
+                 rows_to_keep=0):
         """x [b, t, c], mask [b, t, s] -> (x [b, t, c], probs [b, h, t, s] or None).
 
         ``trace``, when a dict, receives every intermediate as trace["h.{i}.<step>"], in order:
         ln_1, attn.q/k/v [b, h, t, d] (new tokens only), attn.probs (with output_attentions),
         attn (after c_proj), resid_1 (x + attn), ln_2, mlp.act [b, t, inner], mlp, out.
+        ``rows_to_keep`` > 0: return x for only the last rows_to_keep positions ([b, rows, c]).
+        Keys and values are still computed (and cached) for all t; the attention output, c_proj
+        and the MLP run on the kept rows only (the last block of a prompt whose logits are only
+        needed at its end).
         """
         K, i = self.ops, self.layer_idx
         record = (lambda name, a: trace.__setitem__(f"h.{i}.{name}", a)) if trace is not None \
@@ -75,6 +80,9 @@ class GPT2Block:
         record("ln_1", h), record("attn.q", q), record("attn.k", k), record("attn.v", v)
         if kv_cache is not None:
             k, v = kv_cache.update(i, k, v)                            # past + new: [b, h, s, d]
+        if 0 < rows_to_keep < x.shape[1]:                              # only the last rows go on:
+            x, q = x[:, -rows_to_keep:], q[:, :, -rows_to_keep:]       # [b, rows, c], [b, h, rows, d]
+            mask = np.ascontiguousarray(mask[:, -rows_to_keep:])      # [b, rows, s]
         a, probs = K.attention(q, k, v, mask, self.scale, head_mask, output_attentions)  # [b, h, t, d]
         a = K.linear(ops.merge_heads(a), *self.attn_c_proj)           # [b, h, t, d] -> [b, t, c]
         x = x + a
@@ -148,7 +156,7 @@ class GPT2Model(PretrainedMixin):
 
     def __call__(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                  position_ids=None, head_mask=None, inputs_embeds=None, use_cache=False,
-                 output_attentions=False, output_hidden_states=False, trace=None):
+                 output_attentions=False, output_hidden_states=False, trace=None, rows_to_keep=0):
         """Run the body over t new tokens. Arguments as transformers' GPT2Model, NumPy instead of torch.
 
         input_ids [b, t] (lists work; a 1-D sequence is one row) or inputs_embeds [b, t, c].
@@ -161,9 +169,15 @@ class GPT2Model(PretrainedMixin):
         "h.{i}.ln_1", "h.{i}.attn", "h.{i}.resid_1", "h.{i}.ln_2", "h.{i}.mlp", "h.{i}.out" (and
         "h.{i}.attn.q/k/v", "h.{i}.attn.probs", "h.{i}.mlp.act"), then "ln_f" (and "logits" from
         GPT2LMHeadModel). minigpt2.verify compares these names with transformers.
+        rows_to_keep (not in transformers): > 0 returns last_hidden_state for only the last
+        rows_to_keep positions [b, rows, c], and the last block computes nothing else (the KV cache
+        is still filled for every position). Ignored when hidden states, attentions or a trace are
+        asked for. GPT2LMHeadModel passes its logits_to_keep here.
         """
         cfg = self.config
         # -- check the inputs and find b (batch), t (new tokens), n_past (tokens in the cache)
+        if not isinstance(rows_to_keep, (int, np.integer)) or rows_to_keep < 0:
+            raise ValueError(f"rows_to_keep must be an int >= 0, got {rows_to_keep!r}")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
@@ -192,11 +206,15 @@ class GPT2Model(PretrainedMixin):
         mask = np.ascontiguousarray(np.broadcast_to(
             ops.causal_mask(t, n_past, attention_mask), (b, t, n_past + t)))   # [b, t, s] bool
 
-        # -- the blocks
+        # -- the blocks. With rows_to_keep, the last block computes its output for the kept rows
+        # only: nothing else reads the other rows (their keys and values are still cached).
+        if output_hidden_states or output_attentions or trace is not None:
+            rows_to_keep = 0
         hidden_states, attentions = [], []
-        for block, block_head_mask in zip(self.h, head_masks):
+        for i, (block, block_head_mask) in enumerate(zip(self.h, head_masks)):
             hidden_states.append(x)                                            # input of each block
-            x, probs = block(x, mask, kv_cache, block_head_mask, output_attentions, trace)
+            keep = rows_to_keep if i == cfg.n_layer - 1 else 0
+            x, probs = block(x, mask, kv_cache, block_head_mask, output_attentions, trace, keep)
             attentions.append(probs)
         x = self.ops.layer_norm(x, *self.ln_f, cfg.layer_norm_epsilon)         # [b, t, c]
         hidden_states.append(x)                                                # the last one is after ln_f
@@ -248,8 +266,9 @@ class GPT2LMHeadModel(PretrainedMixin):
                                position_ids=position_ids, head_mask=head_mask,
                                inputs_embeds=inputs_embeds, use_cache=use_cache,
                                output_attentions=output_attentions,
-                               output_hidden_states=output_hidden_states, trace=trace)
-        h = out.last_hidden_state                                               # [b, t, c]
+                               output_hidden_states=output_hidden_states, trace=trace,
+                               rows_to_keep=logits_to_keep)
+        h = out.last_hidden_state                                      # [b, t, c] (or [b, keep, c])
         if logits_to_keep:
             h = h[:, -logits_to_keep:]                                          # [b, keep, c]
         logits = self.transformer.ops.linear(h, self.lm_head.T, None)         # [b, t, c] @ [c, v] -> [b, t, v]

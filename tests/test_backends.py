@@ -72,3 +72,33 @@ def test_logits_to_keep(models, backend):
         model(ids, logits_to_keep=-1)
     with pytest.raises(ValueError, match="logits_to_keep"):
         model(ids, labels=ids, logits_to_keep=1)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("keep", [1, 3])
+def test_logits_to_keep_runs_the_last_block_on_kept_rows_only(models, backend, keep, monkeypatch):
+    """With logits_to_keep, the last block computes its MLP for the kept rows only; the logits,
+    the filled cache and the decode step after it are those of a full pass (left padding too)."""
+    model = models[0] if backend == "numpy" else models[1]
+    b, t = 2, 40                                   # 40 rows: the BLAS attention path in prefill
+    ids = ids_for(model, b, t + 1, seed=4)
+    mask = np.ones((b, t + 1), np.int64)
+    mask[1, :5] = 0
+    full = model(ids[:, :t], attention_mask=mask[:, :t], use_cache=True)
+    module, rows_seen = model.transformer.ops, []
+    original = module.layer_norm
+    monkeypatch.setattr(module, "layer_norm", lambda x, *a: rows_seen.append(x.shape[1]) or original(x, *a))
+    kept = model(ids[:, :t], attention_mask=mask[:, :t], use_cache=True, logits_to_keep=keep)
+    monkeypatch.undo()
+    # ln_1 of every block sees all t rows; ln_2 of the last block and ln_f only the kept ones
+    assert rows_seen == [t, t] * (model.config.n_layer - 1) + [t, keep, keep]
+    assert kept.logits.shape == (b, keep, model.config.vocab_size)
+    assert rel_err(kept.logits, full.logits[:, -keep:]) < TOL
+    for layer in range(model.config.n_layer):                  # every position's keys and values
+        for a, c in zip(full.past_key_values[layer], kept.past_key_values[layer]):
+            np.testing.assert_array_equal(a, c)
+    steps = [model(ids[:, t:], attention_mask=mask, past_key_values=out.past_key_values).logits
+             for out in (full, kept)]
+    assert rel_err(steps[1], steps[0]) < TOL
+    with pytest.raises(ValueError, match="rows_to_keep"):
+        model.transformer(ids, rows_to_keep=-2)
