@@ -765,11 +765,13 @@ def _attention_kernel(query, key, value, mask, scale, head_scale, out, probs, wr
 
 
 @njit(fastmath=_REDUCE, error_model="numpy", cache=True)
-def _masked_softmax_block(scores, mask, r0, scale, head_scale):
+def _masked_softmax_block(scores, mask, r0, scale, head_scale, factors):
     # scores [h, rows, n] = q.k of query rows r0 .. r0 + rows against keys 0 .. n (from BLAS),
-    # mask [t, s] (True = may attend; only columns < n are read), head_scale [h] -> probs in
-    # place: softmax of scale * scores over the visible keys, exactly 0 on masked keys, times
-    # head_scale; a row with no visible key becomes all zeros. Each pass is a straight loop.
+    # mask [t, s] (True = may attend; only columns < n are read), head_scale [h] ->
+    # scores in place: exp(scale * score - row max) on the visible keys, exactly 0 on masked
+    # keys; factors [h, rows] = head_scale / (the row's sum), by which the caller multiplies the
+    # row's output (probs @ value has d columns, the row n: normalising after the product is
+    # one pass fewer). A row with no visible key becomes all zeros with factor 0.
     h, rows, n = scores.shape
     lanes = np.empty(16, dtype=np.float32)              # _row_max's scratch, allocated once
     for hi in range(h):
@@ -781,15 +783,14 @@ def _masked_softmax_block(scores, mask, r0, scale, head_scale):
             maxval = _row_max(x, n, lanes)
             if maxval == -np.inf:
                 x[:] = 0.0
+                factors[hi, r] = 0.0
                 continue
             total = np.float32(0.0)
             for j in range(n):             # pass 2: exp (exp(-inf) = 0 on masked keys), sum
                 e = _exp(x[j] - maxval)
                 x[j] = e
                 total += e
-            factor = head_scale[hi] / total
-            for j in range(n):             # pass 3: normalise, times the head mask
-                x[j] *= factor
+            factors[hi, r] = head_scale[hi] / total
 
 
 @njit(cache=True)
@@ -843,6 +844,7 @@ def _attention_blas(query, key, value, mask, scale, head_scale, out, probs):
     b, h, t, d = query.shape
     key, value = _zero_nonfinite_hidden_keys(key, value, mask)
     extent = _visible_extent(mask)                                  # [b, t]
+    factors = np.empty((h, ATTENTION_BLOCK_ROWS), dtype=np.float32)  # head_scale / row sums
     for bi in range(b):
         for r0 in range(0, t, ATTENTION_BLOCK_ROWS):
             r1 = min(t, r0 + ATTENTION_BLOCK_ROWS)
@@ -850,14 +852,16 @@ def _attention_blas(query, key, value, mask, scale, head_scale, out, probs):
             if n == 0:
                 out[bi, :, r0:r1] = 0.0
                 continue
-            # pass 1: scores = q @ k.T   [h, rows, d] @ [h, d, n] -> [h, rows, n]
+            # scores = q @ k.T   [h, rows, d] @ [h, d, n] -> [h, rows, n]
             scores = np.matmul(query[bi, :, r0:r1], key[bi, :, :n].swapaxes(-1, -2))
-            # passes 2-3: masked softmax in place (masked keys -> 0, empty rows -> 0)
-            _masked_softmax_block(scores, mask[bi], r0, np.float32(scale), head_scale)
-            # pass 4: out = probs @ v   [h, rows, n] @ [h, n, d] -> [h, rows, d]
-            np.matmul(scores, value[bi, :, :n], out=out[bi, :, r0:r1])
+            # unnormalised masked softmax in place (masked keys -> 0), factors [h, rows]
+            _masked_softmax_block(scores, mask[bi], r0, np.float32(scale), head_scale, factors)
+            # out = (exp @ v) * factor   [h, rows, n] @ [h, n, d] -> [h, rows, d]
+            block_out = out[bi, :, r0:r1]
+            np.matmul(scores, value[bi, :, :n], out=block_out)
+            block_out *= factors[:, :r1 - r0, None]
             if probs is not None:
-                probs[bi, :, r0:r1, :n] = scores
+                probs[bi, :, r0:r1, :n] = scores * factors[:, :r1 - r0, None]
 
 
 def _check_attention_args(query, key, value, mask, head_mask):
