@@ -48,7 +48,7 @@ def main():
 
     candidates = {
         "in_out": (lambda x, w, b, out: kernels._matvec_in_out[False](x, w, b, False, n_threads, out), weights),
-        "out_in": (lambda x, w, b, out: kernels._matvec_out_in[False](x, w.T, b, False, out), weights_t),
+        "out_in": (lambda x, w, b, out: kernels._matvec_out_in[False](x, w.T, np.ones_like(b), b, False, out), weights_t),
         "blas": (lambda x, w, b, out: kernels._bias_act_inplace[False](np.matmul(x, w, out=out), b, False), weights),
         "blas_T": (lambda x, w, b, out: kernels._bias_act_inplace[False](np.matmul(x, w, out=out), b, False), weights_t),
     }

@@ -220,8 +220,9 @@ def measure_bandwidth(threads, megabytes=512, repeats=5):
     matrix = np.full((n_out, n_in), 0.01, dtype=np.float32)       # [n_out, n_in], touched once
     x = np.ones((1, n_in), dtype=np.float32)
     bias = np.zeros(n_out, dtype=np.float32)
+    scale = np.ones(n_out, dtype=np.float32)                       # float32 weights: no scale
     out = np.empty((1, n_out), dtype=np.float32)
-    numba_s = best_seconds(lambda: kernels._matvec_out_in[False](x, matrix, bias, False, out), repeats)
+    numba_s = best_seconds(lambda: kernels._matvec_out_in[False](x, matrix, scale, bias, False, out), repeats)
     blas_s = best_seconds(lambda: np.matmul(matrix, x[0], out=out[0]), repeats)
     return {"numba": matrix.nbytes / numba_s / 1e9, "blas": matrix.nbytes / blas_s / 1e9}
 

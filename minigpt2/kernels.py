@@ -12,11 +12,11 @@ Where the time goes, and what each kernel does about it (measurements in BENCHMA
   so ``linear`` on a few rows is a matrix-vector product that must stream the weights at full
   memory bandwidth. For float32 weights that is BLAS's sgemv (it measured faster in a whole
   decode step, see FLOAT32_MATVEC); for packed bfloat16/float16/int8 weights (``quantize.py``)
-  it is ``_matvec_packed``, which widens each value to float32 in registers. Two float32 Numba
-  kernels serve 2-8 rows (batched decode), one per weight layout: ``_matvec_in_out`` for the
+  it is ``_matvec_out_in``, which widens each value to float32 in registers. Batched decode
+  (2-8 rows of float32) has one Numba kernel per weight layout: ``_matvec_in_out`` for the
   checkpoint's ``[n_in, n_out]`` layout (each thread streams a contiguous band of rows and keeps
-  partial sums for every output) and ``_matvec_out_in`` for an ``[n_out, n_in]`` layout such as
-  the tied LM head ``wte.T`` (one dot product per output). The kernels that read one row per
+  partial sums for every output) and the same ``_matvec_out_in`` for an ``[n_out, n_in]`` layout
+  such as the tied LM head ``wte.T`` (one dot product per output, four batch rows at a time). The kernels that read one row per
   output prefetch the rows ahead (``_prefetch``): the hardware prefetcher alone leaves
   bandwidth unused there.
 * Prefill (many tokens) is compute-bound: the matmuls go to BLAS (``np.matmul``, outside Numba,
@@ -406,26 +406,10 @@ def _matvec_in_out(x, weight, bias, apply_gelu, n_chunks, out):
             out[r, o] = _gelu_scalar(total) if apply_gelu else total
 
 
-@_threaded_and_serial(fastmath=_REDUCE)
-def _matvec_out_in(x, weight_t, bias, apply_gelu, out):
-    # x [m, n_in] @ weight_t[n_out, n_in].T + bias -> out [m, n_out], for small m (decode).
-    # One dot product per (row, output) over a contiguous weight row; outputs split over threads.
-    m, n_in = x.shape
-    n_out = weight_t.shape[0]
-    for o in prange(n_out):
-        _prefetch_row(weight_t, o + PREFETCH_ROWS)
-        w_row = weight_t[o]
-        for r in range(m):
-            total = np.float32(0.0)
-            for i in range(n_in):
-                total += x[r, i] * w_row[i]
-            total += bias[o]
-            out[r, o] = _gelu_scalar(total) if apply_gelu else total
-
-
-# ---- packed (bfloat16 / float16 / int8) weights: see quantize.py
-# The decode kernel reads the packed bytes and widens each value to float32 in registers, so
-# memory traffic shrinks to 2 or 1 bytes per weight while the sums stay float32.
+# ---- weights stored [n_out, n_in]: packed (bfloat16 / float16 / int8, see quantize.py) or
+# float32 (the tied LM head, wte.T). The decode kernel reads the stored values and widens each
+# to float32 in registers, so for packed weights memory traffic shrinks to 2 or 1 bytes per
+# weight while the sums stay float32.
 
 
 @njit(inline="always")
@@ -446,7 +430,7 @@ def _float16_to_float32(raw):
 
 
 def _widen(raw):
-    """One stored weight -> float32; chosen at compile time by the element type (see below)."""
+    """One stored weight (packed or float32) -> float32; chosen at compile time by its type."""
     raise NotImplementedError("_widen is only callable from Numba-compiled code")
 
 
@@ -462,6 +446,8 @@ def _widen_by_type(raw):
         return lambda raw: _float16_to_float32(np.uint16(raw))
     if raw == numba.types.int8:
         return lambda raw: np.float32(raw)            # int8: the per-row scale is applied to the sum
+    if raw == numba.types.float32:
+        return lambda raw: raw                        # float32 rows (the transposed LM head)
     return None
 
 
@@ -472,9 +458,11 @@ def _finish(total, scale, bias, apply_gelu):
 
 
 @_threaded_and_serial(fastmath=_REDUCE)
-def _matvec_packed(x, data, scale, bias, apply_gelu, out):
-    # x [m, n_in] @ dequant(data [n_out, n_in]).T * scale[n_out] + bias -> out [m, n_out]
-    # data: uint16 (bfloat16), int16 (float16 bits) or int8; scale is all ones except for int8.
+def _matvec_out_in(x, data, scale, bias, apply_gelu, out):
+    # x [m, n_in] @ widen(data [n_out, n_in]).T * scale[n_out] + bias -> out [m, n_out], one
+    # dot product per output over a contiguous weight row. data: float32 (an [n_out, n_in]
+    # matrix such as the tied LM head wte), uint16 (bfloat16), int16 (float16 bits) or int8;
+    # scale is all ones except for int8.
     # Rows of x go four at a time, so each weight is widened once for four dot products
     # (batched decode); the last m % 4 rows go one at a time.
     m, n_in = x.shape
@@ -511,7 +499,7 @@ def _linear_packed(x2, weight, bias, apply_gelu, out):
         data = weight.data.view(np.int16) if weight.storage == "float16" else weight.data
         scale = weight.scale if weight.scale is not None else _ones(data.shape[0])
         serial = data.size <= SERIAL_MAX_ELEMENTS
-        _matvec_packed[serial](x2, data, scale, bias, apply_gelu, out)
+        _matvec_out_in[serial](x2, data, scale, bias, apply_gelu, out)
     else:
         np.matmul(x2, np.asarray(weight), out=out)             # dequantized copy, then BLAS
         _bias_act_inplace[BESIDE_BLAS_SERIAL or out.size <= SERIAL_MAX_ELEMENTS](out, bias, apply_gelu)
@@ -551,7 +539,7 @@ def _linear(x, weight, bias, apply_gelu):
         if weight.flags.c_contiguous:
             _matvec_in_out[serial](x2, weight, bias, apply_gelu, 1 if serial else numba.get_num_threads(), out)
         elif weight.T.flags.c_contiguous:          # an [n_out, n_in] array seen transposed
-            _matvec_out_in[serial](x2, weight.T, bias, apply_gelu, out)
+            _matvec_out_in[serial](x2, weight.T, _ones(n_out), bias, apply_gelu, out)
         else:
             _matvec_in_out[serial](x2, np.ascontiguousarray(weight), bias, apply_gelu,
                                    1 if serial else numba.get_num_threads(), out)
