@@ -463,37 +463,62 @@ def _finish(total, scale, bias, apply_gelu):
 
 @_threaded_and_serial(fastmath=_REDUCE)
 def _matvec_out_in(x, data, scale, bias, apply_gelu, out):
-    # x [m, n_in] @ widen(data [n_out, n_in]).T * scale[n_out] + bias -> out [m, n_out], one
-    # dot product per output over a contiguous weight row. data: float32 (an [n_out, n_in]
-    # matrix such as the tied LM head wte), uint16 (bfloat16), int16 (float16 bits) or int8;
-    # scale is all ones except for int8.
-    # Rows of x go four at a time, so each weight is widened once for four dot products
-    # (batched decode); the last m % 4 rows go one at a time.
+    # x [m, n_in] @ widen(data [n_out, n_in]).T * scale[n_out] + bias -> out [m, n_out]: dot
+    # products over contiguous weight rows. data: float32 (an [n_out, n_in] matrix such as the
+    # tied LM head wte), uint16 (bfloat16), int16 (float16 bits) or int8; scale is all ones
+    # except for int8.
+    # Register tile: four outputs (weight rows) by four rows of x, sixteen running sums. Each
+    # widened weight serves four rows and each x value four outputs, and the sixteen sums are
+    # independent chains, so the FMA units are not left waiting on one sum's latency (one
+    # output at a time ran 1.3-1.6x slower on a cache-resident matrix, BENCHMARKS.md). Rows of x
+    # past a multiple of four go one at a time (still four outputs); the last n_out % 4 outputs
+    # one by one.
     m, n_in = x.shape
     n_out = data.shape[0]
-    for o in prange(n_out):
-        _prefetch_row(data, o + PREFETCH_ROWS)
-        row = data[o]
+    n_groups = n_out // 4
+    for group in prange(n_groups + n_out % 4):
+        if group >= n_groups:                              # a leftover output, alone
+            o = 4 * n_groups + (group - n_groups)
+            row = data[o]
+            for r in range(m):
+                total = np.float32(0.0)
+                for i in range(n_in):
+                    total += x[r, i] * _widen(row[i])
+                out[r, o] = _finish(total, scale[o], bias[o], apply_gelu)
+            continue
+        o = 4 * group
+        for ahead in range(4):
+            _prefetch_row(data, o + PREFETCH_ROWS + ahead)
+        w0, w1, w2, w3 = data[o], data[o + 1], data[o + 2], data[o + 3]
         r = 0
         while r + 4 <= m:
-            t0 = t1 = t2 = t3 = np.float32(0.0)
+            x0, x1, x2, x3 = x[r], x[r + 1], x[r + 2], x[r + 3]
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)   # s<row><output>
+            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
             for i in range(n_in):
-                w = _widen(row[i])
-                t0 += x[r, i] * w
-                t1 += x[r + 1, i] * w
-                t2 += x[r + 2, i] * w
-                t3 += x[r + 3, i] * w
-            out[r, o] = _finish(t0, scale[o], bias[o], apply_gelu)
-            out[r + 1, o] = _finish(t1, scale[o], bias[o], apply_gelu)
-            out[r + 2, o] = _finish(t2, scale[o], bias[o], apply_gelu)
-            out[r + 3, o] = _finish(t3, scale[o], bias[o], apply_gelu)
+                a, b, c, d = _widen(w0[i]), _widen(w1[i]), _widen(w2[i]), _widen(w3[i])
+                v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
+                s00 += v0 * a; s01 += v0 * b; s02 += v0 * c; s03 += v0 * d    # noqa: E702
+                s10 += v1 * a; s11 += v1 * b; s12 += v1 * c; s13 += v1 * d    # noqa: E702
+                s20 += v2 * a; s21 += v2 * b; s22 += v2 * c; s23 += v2 * d    # noqa: E702
+                s30 += v3 * a; s31 += v3 * b; s32 += v3 * c; s33 += v3 * d    # noqa: E702
+            out[r, o], out[r, o + 1], out[r, o + 2], out[r, o + 3] = s00, s01, s02, s03
+            out[r + 1, o], out[r + 1, o + 1], out[r + 1, o + 2], out[r + 1, o + 3] = s10, s11, s12, s13
+            out[r + 2, o], out[r + 2, o + 1], out[r + 2, o + 2], out[r + 2, o + 3] = s20, s21, s22, s23
+            out[r + 3, o], out[r + 3, o + 1], out[r + 3, o + 2], out[r + 3, o + 3] = s30, s31, s32, s33
             r += 4
         while r < m:
-            total = np.float32(0.0)
+            x0 = x[r]
+            s00 = s01 = s02 = s03 = np.float32(0.0)
             for i in range(n_in):
-                total += x[r, i] * _widen(row[i])
-            out[r, o] = _finish(total, scale[o], bias[o], apply_gelu)
+                v0 = x0[i]
+                s00 += v0 * _widen(w0[i]); s01 += v0 * _widen(w1[i])                 # noqa: E702
+                s02 += v0 * _widen(w2[i]); s03 += v0 * _widen(w3[i])                 # noqa: E702
+            out[r, o], out[r, o + 1], out[r, o + 2], out[r, o + 3] = s00, s01, s02, s03
             r += 1
+        for k in range(o, o + 4):                          # scale, bias, GELU on the raw sums
+            for r in range(m):
+                out[r, k] = _finish(out[r, k], scale[k], bias[k], apply_gelu)
 
 
 def _linear_packed(x2, weight, bias, apply_gelu, out):
