@@ -45,8 +45,10 @@ import ctypes
 import glob
 import math
 import os
+import platform
 import types
 
+import llvmlite.binding
 import llvmlite.ir
 import numba
 import numpy as np
@@ -422,6 +424,32 @@ def _bfloat16_to_float32(raw):
     return _bits_to_float32(np.uint32(raw) << np.uint32(16))
 
 
+@intrinsic
+def _half_bits_to_float32(typingctx, bits):
+    """float16 bits (int16) -> float32 through LLVM's half type: one vcvtph2ps on x86 with F16C."""
+    def codegen(context, builder, signature, args):
+        half = builder.bitcast(args[0], llvmlite.ir.HalfType())
+        return builder.fpext(half, llvmlite.ir.FloatType())
+    return numba.types.float32(numba.types.int16), codegen
+
+
+def _has_hardware_half():
+    # x86 CPUs with F16C (2012 on) and 64-bit ARM widen half to float in one instruction, which
+    # LLVM emits for fpext half. Elsewhere LLVM would call a runtime helper that Numba's JIT may
+    # not link, so the arithmetic _float16_to_float32 below is used instead.
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return True
+    try:
+        return bool(llvmlite.binding.get_host_cpu_features().get("f16c", False))
+    except RuntimeError:
+        return False
+
+
+# On a cache-resident 768x768 matrix, one core, one row: 52 us with the instruction against 155
+# us with the arithmetic conversion (which left float16 weights decoding no faster than float32).
+_HARDWARE_HALF = _has_hardware_half()
+
+
 @njit(inline="always")
 def _float16_to_float32(raw):
     # raw: uint16 IEEE half bits. Branch-free (selects), so the loop still vectorises.
@@ -446,6 +474,8 @@ def _widen_by_type(raw):
     # lookup per call, 49 calls per decoded token).
     if raw == numba.types.uint16:
         return lambda raw: _bfloat16_to_float32(raw)
+    if raw == numba.types.int16 and _HARDWARE_HALF:
+        return lambda raw: _half_bits_to_float32(raw)
     if raw == numba.types.int16:
         return lambda raw: _float16_to_float32(np.uint16(raw))
     if raw == numba.types.int8:

@@ -54,16 +54,30 @@ def test_transpose_and_row_lookup_share_the_data():
     np.testing.assert_array_equal(packed[ids], np.asarray(packed)[ids])   # [2, 2, 4]
 
 
-def test_float16_widening_is_exact_for_every_bit_pattern():
-    @njit
-    def widen(bits):
-        out = np.empty(bits.shape[0], np.float32)
-        for i in range(bits.shape[0]):
-            out[i] = kernels._float16_to_float32(bits[i])
-        return out
+@njit
+def _widen_all_arithmetic(bits):
+    out = np.empty(bits.shape[0], np.float32)
+    for i in range(bits.shape[0]):
+        out[i] = kernels._float16_to_float32(np.uint16(bits[i]))
+    return out
 
-    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
-    ours = widen(bits)
+
+@njit
+def _widen_all_hardware(bits):
+    out = np.empty(bits.shape[0], np.float32)
+    for i in range(bits.shape[0]):
+        out[i] = kernels._half_bits_to_float32(bits[i])
+    return out
+
+
+@pytest.mark.parametrize("conversion", ["arithmetic", "hardware"])
+def test_float16_widening_is_exact_for_every_bit_pattern(conversion):
+    """Both float16 -> float32 conversions (the kernel uses the hardware one where the CPU has
+    it, see kernels._HARDWARE_HALF) agree with NumPy on all 65,536 bit patterns."""
+    if conversion == "hardware" and not kernels._HARDWARE_HALF:
+        pytest.skip("this CPU has no half-to-float instruction; the kernels use the arithmetic one")
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.int16)
+    ours = (_widen_all_hardware if conversion == "hardware" else _widen_all_arithmetic)(bits)
     numpy = bits.view(np.float16).astype(np.float32)
     nan = np.isnan(numpy)
     assert np.isnan(ours[nan]).all()
