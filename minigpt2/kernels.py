@@ -445,8 +445,9 @@ def _has_hardware_half():
         return False
 
 
-# On a cache-resident 768x768 matrix, one core, one row: 52 us with the instruction against 155
-# us with the arithmetic conversion (which left float16 weights decoding no faster than float32).
+# benchmarks/bench_widening.py (a cache-resident 768x768 matrix, one core, one row): 38 us with
+# the instruction against 132 us with the arithmetic conversion, which had left float16 weights
+# decoding no faster than float32.
 _HARDWARE_HALF = _has_hardware_half()
 
 
@@ -499,8 +500,8 @@ def _matvec_out_in(x, data, scale, bias, apply_gelu, out):
     # except for int8.
     # Register tile: four outputs (weight rows) by four rows of x, sixteen running sums. Each
     # widened weight serves four rows and each x value four outputs, and the sixteen sums are
-    # independent chains, so the FMA units are not left waiting on one sum's latency (one
-    # output at a time ran 1.3-1.6x slower on a cache-resident matrix, BENCHMARKS.md). Rows of x
+    # independent chains, so the FMA units are not left waiting on one sum's latency (with one
+    # output at a time, batch-8 decode steps ran 15-30% slower, BENCHMARKS.md). Rows of x
     # past a multiple of four go one at a time (still four outputs); the last n_out % 4 outputs
     # one by one.
     m, n_in = x.shape
