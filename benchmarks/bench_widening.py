@@ -11,7 +11,6 @@ compute-bound (BENCHMARKS.md, batched decoding).
 """
 
 import argparse
-import time
 
 import numpy as np
 

@@ -46,6 +46,7 @@ import glob
 import math
 import os
 import platform
+import time
 import types
 
 import llvmlite.binding
@@ -92,6 +93,20 @@ SERIAL_MAX_ELEMENTS = 1 << 16
 # tok/s) with the threaded attention kernel (GPT-2 124M, back to back; BENCHMARKS.md). The
 # packed-weight matrix-vector kernels, which run without BLAS, stay threaded.
 BESIDE_BLAS_SERIAL = True
+# The decode attention kernel is "beside BLAS" only if BLAS ran lately: OpenBLAS's workers spin
+# for about 2**28 cycles (~0.1 s here) after a call. A decode step of packed weights calls no
+# BLAS at all (its LM head is packed too), so there the kernel runs threaded once that long has
+# passed since the prompt's matmuls; a float32 step calls sgemv every layer and stays serial.
+BLAS_SPIN_SECONDS = 0.25
+_last_blas_call = 0.0
+
+
+def _blas_matmul(a, b, out):
+    """np.matmul(a, b, out=out), noting the time for BLAS_SPIN_SECONDS."""
+    global _last_blas_call
+    np.matmul(a, b, out=out)
+    _last_blas_call = time.perf_counter()
+    return out
 
 
 def _threaded_and_serial(fastmath=False):
@@ -573,7 +588,7 @@ def _linear_packed(x2, weight, bias, apply_gelu, out):
         # float16 astype took 5), then BLAS on it in the logical layout
         rows = np.empty(data.shape, dtype=np.float32)
         _widen_rows(data, scale, rows)
-        np.matmul(x2, rows.T if weight.rows_are_outputs else rows, out=out)
+        _blas_matmul(x2, rows.T if weight.rows_are_outputs else rows, out)
         _bias_act_inplace[BESIDE_BLAS_SERIAL or out.size <= SERIAL_MAX_ELEMENTS](out, bias, apply_gelu)
     return out
 
@@ -623,7 +638,7 @@ def _linear(x, weight, bias, apply_gelu):
             _matvec_in_out[serial](x2, np.ascontiguousarray(weight), bias, apply_gelu,
                                    1 if serial else numba.get_num_threads(), out)
     else:
-        np.matmul(x2, weight, out=out)             # BLAS sgemm / sgemv, either layout
+        _blas_matmul(x2, weight, out)              # BLAS sgemm / sgemv, either layout
         _bias_act_inplace[BESIDE_BLAS_SERIAL or out.size <= SERIAL_MAX_ELEMENTS](out, bias, apply_gelu)
     return out.reshape(*lead, n_out)
 
@@ -992,11 +1007,14 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
     if t >= ATTENTION_BLAS_MIN_ROWS:
         probs = np.zeros((b, h, t, s), dtype=np.float32) if output_attentions else None
         _attention_blas(query, key, value, mask, scale, head_scale, out, probs)
+        global _last_blas_call
+        _last_blas_call = time.perf_counter()
         return out, probs
     # probs is only allocated when asked for; the kernel still needs an array of the right rank
     probs = np.empty((b, h, t, s), dtype=np.float32) if output_attentions else _NO_PROBS
     query, key, value = _rows_buffer(query), _rows_buffer(key), _rows_buffer(value)
-    kernel = _attention_kernel[BESIDE_BLAS_SERIAL or b * h * t * s * d <= 4 * SERIAL_MAX_ELEMENTS]
+    beside_blas = BESIDE_BLAS_SERIAL and time.perf_counter() - _last_blas_call < BLAS_SPIN_SECONDS
+    kernel = _attention_kernel[beside_blas or b * h * t * s * d <= 4 * SERIAL_MAX_ELEMENTS]
     kernel(query, key, value, mask, np.float32(scale), head_scale, out, probs, bool(output_attentions))
     return out, (probs if output_attentions else None)
 
