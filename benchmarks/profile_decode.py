@@ -1,13 +1,14 @@
-"""Where does a decode step's time go? GPT-2 124M (random weights), numba backend, batch 1.
+"""Where does a decode step's time go? GPT-2 124M (random weights), numba backend, batch 1 (or
+--batch rows decoded together).
 
 Times every kernel call of a greedy decode (16-token prompt, then --steps tokens) by wrapping
-the functions model.py calls, and prints one table per weight variant: milliseconds per token in
+the functions model.py calls, and prints one table per weight variant: milliseconds per step in
 each op, the GB/s the matrix-vector products reach, and the rest (Python, NumPy glue). Variants:
 the memory-mapped float32 checkpoint, the same weights copied into ordinary (anonymous) memory,
 that copy with the block matrices stored [n_out, n_in] (the other decode kernel), and bfloat16 /
 int8 packed weights.
 
-    python benchmarks/profile_decode.py [--steps 64] [--threads 2] [--variants mmap copy bfloat16 int8]
+    python benchmarks/profile_decode.py [--steps 64] [--threads 2] [--batch 1] [--variants mmap copy bfloat16 int8]
 """
 
 import argparse
@@ -36,8 +37,9 @@ def load(variant, folder):
     return convert_model(model, variant) if variant in ("bfloat16", "float16", "int8") else model
 
 
-def profile(model, steps):
-    """Run the decode with every kernel wrapped by a timer; returns ({op: seconds}, total seconds, bytes)."""
+def profile(model, steps, batch=1):
+    """Run the decode (batch rows) with every kernel wrapped by a timer; returns ({op: seconds},
+    {op: bytes streamed}, total seconds)."""
     spent = collections.defaultdict(float)
     streamed = collections.defaultdict(float)
     originals = {name: getattr(kernels, name) for name in ("layer_norm", "linear", "linear_gelu", "attention")}
@@ -55,7 +57,7 @@ def profile(model, steps):
             return result
         return wrapper
 
-    ids = np.random.default_rng(0).integers(0, model.config.vocab_size, size=(1, bench.PROMPT_TOKENS))
+    ids = np.random.default_rng(0).integers(0, model.config.vocab_size, size=(batch, bench.PROMPT_TOKENS))
     out = model(ids, use_cache=True, logits_to_keep=1)
     for _ in range(4):                                            # warm up (and compile)
         out = model(out.logits[:, -1].argmax(-1)[:, None], past_key_values=out.past_key_values, use_cache=True)
@@ -78,16 +80,18 @@ def main():
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=["mmap", "copy", "bfloat16", "int8"])
+    parser.add_argument("--batch", type=int, default=1, help="sequences decoded together (rows per step)")
     args = parser.parse_args()
     kernels.set_num_threads(args.threads)
     folder = bench.write_random_checkpoint(bench.default_folder("gpt2"), "gpt2")
-    print(f"# {bench.machine_description()}; {args.threads} threads; {args.steps} decode steps\n")
+    print(f"# {bench.machine_description()}; {args.threads} threads; {args.steps} decode steps of "
+          f"{args.batch} row(s)\n")
     for variant in args.variants:
         model = load(variant, folder)
-        spent, streamed, total = profile(model, args.steps)
-        per_token = total / args.steps
-        print(f"## {variant}: {1 / per_token:.1f} tok/s, {per_token * 1e3:.2f} ms/token\n")
-        print("| op | ms/token | share | GB/s |")
+        spent, streamed, total = profile(model, args.steps, args.batch)
+        per_step = total / args.steps
+        print(f"## {variant}: {args.batch / per_step:.1f} tok/s (all rows), {per_step * 1e3:.2f} ms/step\n")
+        print("| op | ms/step | share | GB/s |")
         print("|---|---:|---:|---:|")
         for key, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
             gbps = f"{streamed[key] / seconds / 1e9:.1f}" if key in streamed else ""
