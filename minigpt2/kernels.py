@@ -16,9 +16,9 @@ Where the time goes, and what each kernel does about it (measurements in BENCHMA
   (2-8 rows of float32) has one Numba kernel per weight layout: ``_matvec_in_out`` for the
   checkpoint's ``[n_in, n_out]`` layout (each thread streams a contiguous band of rows and keeps
   partial sums for every output) and the same ``_matvec_out_in`` for an ``[n_out, n_in]`` layout
-  such as the tied LM head ``wte.T`` (one dot product per output, four batch rows at a time). The kernels that read one row per
-  output prefetch the rows ahead (``_prefetch``): the hardware prefetcher alone leaves
-  bandwidth unused there.
+  such as the tied LM head ``wte.T`` (dot products over weight rows, in tiles of four outputs by
+  four rows of x). The kernels that read one row per output prefetch the rows ahead
+  (``_prefetch``): the hardware prefetcher alone leaves bandwidth unused there.
 * Prefill (many tokens) is compute-bound: the matmuls go to BLAS (``np.matmul``, outside Numba,
   which has no BLAS without SciPy), and a Numba pass adds the bias (and GELU) in place.
 * Attention: in a prefill, BLAS computes q.k and probs.v in blocks of query rows that stop at
@@ -101,11 +101,16 @@ BLAS_SPIN_SECONDS = 0.25
 _last_blas_call = 0.0
 
 
+def _note_blas_call():
+    """Remember when BLAS last ran (see BLAS_SPIN_SECONDS)."""
+    global _last_blas_call
+    _last_blas_call = time.perf_counter()
+
+
 def _blas_matmul(a, b, out):
     """np.matmul(a, b, out=out), noting the time for BLAS_SPIN_SECONDS."""
-    global _last_blas_call
     np.matmul(a, b, out=out)
-    _last_blas_call = time.perf_counter()
+    _note_blas_call()
     return out
 
 
@@ -189,9 +194,10 @@ def set_num_threads(num_threads):
 
 def _rows(x, name):
     """x [..., n] -> a C-contiguous float32 [rows, n] view or copy, and the leading shape."""
-    if type(x) is not np.ndarray or x.dtype != np.float32:      # (a decode step calls this ~75
-        x = np.asarray(x, dtype=np.float32)                       # times: the common case is
-    if x.ndim < 1:                                                # checked first, cheaply)
+    # a decode step calls this about 75 times: the common case (a float32 array) is checked first
+    if type(x) is not np.ndarray or x.dtype != np.float32:
+        x = np.asarray(x, dtype=np.float32)
+    if x.ndim < 1:
         raise ValueError(f"{name} must have at least 1 dimension, got shape {x.shape}")
     x2 = x.reshape(-1, x.shape[-1])
     if not x2.flags.c_contiguous:
@@ -852,8 +858,8 @@ def _masked_softmax_block(scores, mask, r0, scale, head_scale, factors):
     # mask [t, s] (True = may attend; only columns < n are read), head_scale [h] ->
     # scores in place: exp(scale * score - row max) on the visible keys, exactly 0 on masked
     # keys; factors [h, rows] = head_scale / (the row's sum), by which the caller multiplies the
-    # row's output (probs @ value has d columns, the row n: normalising after the product is
-    # one pass fewer). A row with no visible key becomes all zeros with factor 0.
+    # row's output instead (an output row has d values, a score row n: one pass over the scores
+    # fewer). A row with no visible key becomes all zeros with factor 0.
     h, rows, n = scores.shape
     lanes = np.empty(16, dtype=np.float32)              # _row_max's scratch, allocated once
     for hi in range(h):
@@ -1007,8 +1013,7 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
     if t >= ATTENTION_BLAS_MIN_ROWS:
         probs = np.zeros((b, h, t, s), dtype=np.float32) if output_attentions else None
         _attention_blas(query, key, value, mask, scale, head_scale, out, probs)
-        global _last_blas_call
-        _last_blas_call = time.perf_counter()
+        _note_blas_call()
         return out, probs
     # probs is only allocated when asked for; the kernel still needs an array of the right rank
     probs = np.empty((b, h, t, s), dtype=np.float32) if output_attentions else _NO_PROBS
