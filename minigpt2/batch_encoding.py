@@ -20,8 +20,9 @@ class BatchEncoding(dict):
 
 
 def pad_and_stack(tokenizer, id_rows, offset_rows, *, single, padding, max_length, pad_to_multiple_of,
-                  return_tensors, return_attention_mask):
-    """id_rows: a list of ids per text; offset_rows: a list of (start, end) per text, or None."""
+                  return_tensors, return_attention_mask, type_rows=None):
+    """id_rows: a list of ids per text; offset_rows: a list of (start, end) per text, or None;
+    type_rows: a list of token type ids (0 / 1) per text, or None. Padding gets type 0."""
     if not isinstance(padding, (bool, str, type(None))) or padding not in PADDING_MODES:   # a list is unhashable
         raise ValueError(f"padding must be False, True, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
     if return_tensors not in (None, "np"):
@@ -42,22 +43,27 @@ def pad_and_stack(tokenizer, id_rows, offset_rows, *, single, padding, max_lengt
     if target is not None and pad_to_multiple_of:
         target = -(-target // pad_to_multiple_of) * pad_to_multiple_of   # round up
 
-    input_ids, attention_mask, offsets = [], [], []
+    input_ids, attention_mask, offsets, types = [], [], [], []
     for row, ids in enumerate(id_rows):
         n_pad = max(0, target - len(ids)) if target is not None else 0
         mask = [1] * len(ids)
         spans = offset_rows[row] if offset_rows is not None else []
+        kinds = type_rows[row] if type_rows is not None else []
         if n_pad:
             pad_ids, pad_mask, pad_spans = [tokenizer.pad_token_id] * n_pad, [0] * n_pad, [(0, 0)] * n_pad
+            pad_kinds = [0] * n_pad if type_rows is not None else []
             if tokenizer.padding_side == "right":
-                ids, mask, spans = ids + pad_ids, mask + pad_mask, spans + pad_spans
+                ids, mask, spans, kinds = ids + pad_ids, mask + pad_mask, spans + pad_spans, kinds + pad_kinds
             else:
-                ids, mask, spans = pad_ids + ids, pad_mask + mask, pad_spans + spans
+                ids, mask, spans, kinds = pad_ids + ids, pad_mask + mask, pad_spans + spans, pad_kinds + kinds
         input_ids.append(ids)
         attention_mask.append(mask)
         offsets.append(spans)
+        types.append(kinds)
 
     encoding = BatchEncoding(input_ids=input_ids)
+    if type_rows is not None:
+        encoding["token_type_ids"] = types
     if return_attention_mask:
         encoding["attention_mask"] = attention_mask
     if offset_rows is not None:

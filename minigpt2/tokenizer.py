@@ -582,48 +582,97 @@ class GPT2Tokenizer:
 
     # ------------------------------------------------------------------ batches: __call__
 
-    def __call__(self, text, *, padding=False, truncation=False, max_length=None,
+    def __call__(self, text, text_pair=None, *, padding=False, truncation=False, max_length=None,
                  pad_to_multiple_of=None, return_tensors=None, return_attention_mask=True,
-                 return_offsets_mapping=False, allowed_special="all", disallowed_special=(),
-                 add_special_tokens=True):
-        """Encode one text or a list of texts, the way transformers does.
+                 return_token_type_ids=False, return_offsets_mapping=False, is_split_into_words=False,
+                 allowed_special="all", disallowed_special=(), add_special_tokens=True):
+        """Encode one text or a list of texts (and optional second texts), the way transformers does.
 
+        text_pair: a second text per text; its ids follow the first's (GPT-2 puts no token
+            between them), and token_type_ids (with return_token_type_ids=True) are 0 / 1.
+        is_split_into_words: each text is a list of words, each encoded on its own (with a space
+            before it when add_prefix_space is set, as transformers does); a batch is a list of them.
         padding: False / "do_not_pad", True / "longest", or "max_length" (needs a pad_token).
-        truncation: True / "longest_first" / "only_first" cuts to max_length (default
-            model_max_length, 1024), on `truncation_side`.
+        truncation: True / "longest_first", "only_first" or "only_second" cuts to max_length
+            (default model_max_length, 1024), on `truncation_side`; "longest_first" shortens the
+            longer text of a pair first, as transformers' tokenizers library does.
         return_tensors: None (lists) or "np" (int64 arrays [batch, seq]).
-        Returns a BatchEncoding (a dict) with input_ids, attention_mask and, if asked, offset_mapping.
+        Returns a BatchEncoding (a dict) with input_ids, attention_mask and, if asked,
+        token_type_ids and offset_mapping (offsets count within each text, or each word).
         """
-        single = isinstance(text, str)
-        if not single and not isinstance(text, (list, tuple)):
-            raise ValueError(f"text must be a str or a list of str, got {type(text).__name__}")
-        texts = [text] if single else list(text)
-        if not all(isinstance(t, str) for t in texts):
-            bad = next(t for t in texts if not isinstance(t, str))
-            raise ValueError(f"text must be a str or a list of str, got a list holding {type(bad).__name__}")
+        texts, pairs, single = _batch_inputs(text, text_pair, is_split_into_words)
         _check_positive_int(max_length, "max_length")
         _check_positive_int(pad_to_multiple_of, "pad_to_multiple_of")
+        if not isinstance(truncation, (bool, str, type(None))) or truncation not in _TRUNCATION_MODES:
+            raise ValueError(f"truncation must be False, True, 'longest_first', 'only_first', "
+                             f"'only_second' or 'do_not_truncate', got {truncation!r}")
         allowed = self._special_set(allowed_special, "allowed_special")
         limit = max_length if max_length is not None else self.model_max_length
-        truncate = truncation not in (False, None, "do_not_truncate")
-        id_rows, offset_rows = [], [] if return_offsets_mapping else None
-        for t in texts:
-            if disallowed_special:
-                self._refuse_disallowed(t, disallowed_special, allowed)
+        mode = _TRUNCATION_MODES[truncation]
+        id_rows, type_rows = [], []
+        offset_rows = [] if return_offsets_mapping else None
+        for first, second in zip(texts, pairs):
+            # items: token ids, or (id, (start, end)) pairs when offsets are asked for
+            first = self._encode_for_call(first, allowed, disallowed_special, return_offsets_mapping)
+            paired = second is not None
+            second = (self._encode_for_call(second, allowed, disallowed_special, return_offsets_mapping)
+                      if paired else [])
+            if mode is not None:
+                first, second = self._truncate_texts(first, second, limit, mode, paired)
+            items = first + second
             if return_offsets_mapping:
-                try:
-                    pairs = list(self._encode_chunks(t, allowed))
-                except UnicodeEncodeError:
-                    raise _surrogate_error(t) from None
-                pairs = self._truncate(pairs, limit) if truncate else pairs
-                id_rows.append([token_id for token_id, _ in pairs])
-                offset_rows.append([span for _, span in pairs])
+                id_rows.append([token_id for token_id, _ in items])
+                offset_rows.append([span for _, span in items])
             else:
-                ids = self.encode(t, allowed_special=allowed)
-                id_rows.append(self._truncate(ids, limit) if truncate else ids)
+                id_rows.append(items)
+            type_rows.append([0] * len(first) + [1] * len(second))
         return pad_and_stack(self, id_rows, offset_rows, single=single, padding=padding,
                              max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
-                             return_tensors=return_tensors, return_attention_mask=return_attention_mask)
+                             return_tensors=return_tensors, return_attention_mask=return_attention_mask,
+                             type_rows=type_rows if return_token_type_ids else None)
+
+    def _encode_for_call(self, text, allowed, disallowed_special, with_offsets):
+        """One text (a str, or a list of words) -> ids, or (id, span) pairs if with_offsets."""
+        words = [text] if isinstance(text, str) else text
+        items = []
+        for word in words:                 # a pre-split word is encoded on its own, as in transformers
+            if disallowed_special:
+                self._refuse_disallowed(word, disallowed_special, allowed)
+            if with_offsets:
+                try:
+                    items += self._encode_chunks(word, allowed)
+                except UnicodeEncodeError:
+                    raise _surrogate_error(word) from None
+            else:
+                items += self.encode(word, allowed_special=allowed)
+        return items
+
+    def _truncate_texts(self, first, second, limit, mode, paired):
+        """Cut a text, or a pair of texts, to `limit` tokens together (transformers' strategies)."""
+        excess = len(first) + len(second) - limit
+        if excess <= 0:
+            return first, second
+        if mode == "only_second" and not paired:
+            raise ValueError("truncation='only_second' needs a text_pair")
+        if mode == "longest_first" and paired:
+            # keep the shorter text whole if the longer one alone can make room; otherwise both
+            # get half of the limit (the longer one the odd token)
+            short, long = sorted((len(first), len(second)))
+            keep_short, keep_long = short, max(short, limit - short)
+            if keep_short + keep_long > limit:
+                keep_short, keep_long = limit // 2, limit // 2 + limit % 2
+            keep_first, keep_second = ((keep_short, keep_long) if len(first) <= len(second)
+                                       else (keep_long, keep_short))
+            return self._truncate(first, keep_first), self._truncate(second, keep_second)
+        # one text is cut (a single text: always the first), the other kept whole
+        cut_first = mode != "only_second"
+        text, other = (first, second) if cut_first else (second, first)
+        if paired and excess >= len(text):
+            raise ValueError(f"truncation={mode!r} cannot fit max_length={limit}: the "
+                             f"{'first' if cut_first else 'second'} text has {len(text)} tokens and "
+                             f"the other {len(other)}; use truncation='longest_first' or a larger max_length")
+        text = self._truncate(text, len(text) - excess)
+        return (text, second) if cut_first else (first, text)
 
     def _truncate(self, items, max_length):
         if max_length is None or len(items) <= max_length:
@@ -642,6 +691,45 @@ class GPT2Tokenizer:
             return explain(self, text, self._special_set(allowed_special, "allowed_special"))
         except UnicodeEncodeError:
             raise _surrogate_error(text) from None
+
+
+_TRUNCATION_MODES = {False: None, None: None, "do_not_truncate": None, True: "longest_first",
+                     "longest_first": "longest_first", "only_first": "only_first",
+                     "only_second": "only_second"}
+
+
+def _batch_inputs(text, text_pair, is_split_into_words):
+    """__call__'s inputs as (texts, pairs, single): one entry per batch row, pairs None-filled."""
+    def is_text(x):                      # one text: a str, or a list of words when pre-split
+        if is_split_into_words:
+            return isinstance(x, (list, tuple)) and all(isinstance(w, str) for w in x)
+        return isinstance(x, str)
+
+    what = ("a list of words (str) or a list of such lists" if is_split_into_words
+            else "a str or a list of str")
+    single = is_text(text)
+    if not single and not (isinstance(text, (list, tuple)) and all(is_text(t) for t in text)):
+        raise ValueError(f"text must be {what} (is_split_into_words={is_split_into_words}), "
+                         f"got {_describe(text)}")
+    texts = [text] if single else list(text)
+    if text_pair is None:
+        return texts, [None] * len(texts), single
+    if single and not is_text(text_pair):
+        raise ValueError(f"text_pair must be one text of the same kind as text, got {_describe(text_pair)}")
+    if not single and not (isinstance(text_pair, (list, tuple)) and all(is_text(t) for t in text_pair)):
+        raise ValueError(f"for a batch of texts, text_pair must be a list of the same length, "
+                         f"got {_describe(text_pair)}")
+    pairs = [text_pair] if single else list(text_pair)
+    if len(pairs) != len(texts):
+        raise ValueError(f"text has {len(texts)} texts but text_pair has {len(pairs)}")
+    return texts, pairs, single
+
+
+def _describe(value):
+    if isinstance(value, (list, tuple)):
+        kinds = sorted({type(v).__name__ for v in value})
+        return f"a {type(value).__name__} holding {', '.join(kinds) or 'nothing'}"
+    return type(value).__name__
 
 
 def _sha256(path):
