@@ -705,30 +705,31 @@ def _batch_inputs(text, text_pair, is_split_into_words):
             return isinstance(x, (list, tuple)) and all(isinstance(w, str) for w in x)
         return isinstance(x, str)
 
-    what = ("a list of words (str) or a list of such lists" if is_split_into_words
-            else "a str or a list of str")
+    what = ("a list of words (str) or a list of such lists (is_split_into_words=True)"
+            if is_split_into_words else "a str or a list of str")
     single = is_text(text)
     if not single and not (isinstance(text, (list, tuple)) and all(is_text(t) for t in text)):
-        raise ValueError(f"text must be {what} (is_split_into_words={is_split_into_words}), "
-                         f"got {_describe(text)}")
+        raise ValueError(f"text must be {what}, got {_describe(text, is_text)}")
     texts = [text] if single else list(text)
     if text_pair is None:
         return texts, [None] * len(texts), single
     if single and not is_text(text_pair):
-        raise ValueError(f"text_pair must be one text of the same kind as text, got {_describe(text_pair)}")
+        raise ValueError(f"text_pair must be one text of the same kind as text, "
+                         f"got {_describe(text_pair, is_text)}")
     if not single and not (isinstance(text_pair, (list, tuple)) and all(is_text(t) for t in text_pair)):
         raise ValueError(f"for a batch of texts, text_pair must be a list of the same length, "
-                         f"got {_describe(text_pair)}")
+                         f"got {_describe(text_pair, is_text)}")
     pairs = [text_pair] if single else list(text_pair)
     if len(pairs) != len(texts):
         raise ValueError(f"text has {len(texts)} texts but text_pair has {len(pairs)}")
     return texts, pairs, single
 
 
-def _describe(value):
+def _describe(value, is_text):
+    """'int', or 'a list holding dict' (its first element that is not a text), for an error message."""
     if isinstance(value, (list, tuple)):
-        kinds = sorted({type(v).__name__ for v in value})
-        return f"a {type(value).__name__} holding {', '.join(kinds) or 'nothing'}"
+        odd = next((v for v in value if not is_text(v)), None)
+        return f"a {type(value).__name__} holding {type(odd).__name__ if odd is not None else 'nothing'}"
     return type(value).__name__
 
 
