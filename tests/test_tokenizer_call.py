@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from minigpt2.tokenizer import GPT2Tokenizer
-from tokenizer_call_cases import CALL_CASES, call_kwargs, configure, transformers_gpt2_tokenizer, transformers_result
+from tokenizer_call_cases import (CALL_CASES, call_kwargs, configure, transformers_gpt2_tokenizer,
+                                  transformers_result)
 
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "tokenizer_call_reference.json").read_text(encoding="utf-8"))
-CASES = FIXTURE["cases"]
+FIXTURE_FILE = Path(__file__).parent / "fixtures" / "tokenizer_call_reference.json"
+CASES = json.loads(FIXTURE_FILE.read_text(encoding="utf-8"))["cases"]
 
 
 _TOKENIZERS = {}
@@ -21,7 +22,8 @@ _TOKENIZERS = {}
 def ours(case):
     add_prefix_space = case.get("add_prefix_space", False)
     if add_prefix_space not in _TOKENIZERS:              # loading the vocabulary once per spacing
-        _TOKENIZERS[add_prefix_space] = GPT2Tokenizer.from_pretrained("gpt2", add_prefix_space=add_prefix_space)
+        _TOKENIZERS[add_prefix_space] = GPT2Tokenizer.from_pretrained("gpt2",
+                                                                      add_prefix_space=add_prefix_space)
     tokenizer = configure(_TOKENIZERS[add_prefix_space], case)
     try:
         encoding = tokenizer(case["text"], **call_kwargs(case))
