@@ -569,6 +569,7 @@ def add_bench_command(subparsers):
 
     parser.set_defaults(run=run)
 
+
 def add_convert_command(subparsers):
     """`minigpt2 convert MODEL OUT_FOLDER --dtype D`: store the weights packed once, load them fast later."""
     parser = subparsers.add_parser(
