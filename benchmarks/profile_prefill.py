@@ -4,7 +4,11 @@ Times every kernel call of one prefill (logits of the last position only) by wra
 functions model.py calls, best of three runs, and prints milliseconds per op; the rest is
 model.py's glue (head split/merge copies, residual adds, embedding).
 
-    python benchmarks/profile_prefill.py [--tokens 512] [--threads 2]
+    python benchmarks/profile_prefill.py [--tokens 512] [--threads 2] [--dtype float32]
+                                         [--matmul-precision highest]
+
+--dtype stores the weights as bfloat16 / float16 / int8 (quantize.py); --matmul-precision medium
+lets the matmuls run in bfloat16 on AMX tiles where the CPU has them (amx.py).
 """
 
 import argparse
@@ -23,9 +27,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "int8"))
+    parser.add_argument("--matmul-precision", default="highest", choices=("highest", "high", "medium"))
     args = parser.parse_args()
     kernels.set_num_threads(args.threads)
-    model = GPT2LMHeadModel.from_pretrained(bench.write_random_checkpoint(bench.default_folder("gpt2"), "gpt2"))
+    kernels.set_float32_matmul_precision(args.matmul_precision)
+    model = GPT2LMHeadModel.from_pretrained(bench.write_random_checkpoint(bench.default_folder("gpt2"), "gpt2"),
+                                            dtype=args.dtype)
     ids = np.random.default_rng(0).integers(0, model.config.vocab_size, size=(1, args.tokens))
     model(ids, logits_to_keep=1)                                   # compile / warm up
     spent = collections.defaultdict(float)
@@ -53,7 +61,8 @@ def main():
     finally:
         for name, function in originals.items():
             setattr(kernels, name, function)
-    print(f"# {bench.machine_description()}; {args.threads} threads; {args.tokens} tokens: "
+    print(f"# {bench.machine_description()}; {args.threads} threads; {args.dtype} weights, matmul precision "
+          f"{args.matmul_precision}; {args.tokens} tokens: "
           f"{best_total * 1e3:.0f} ms, {args.tokens / best_total:.0f} tok/s\n")
     print("| op | ms | share |")
     print("|---|---:|---:|")

@@ -188,6 +188,40 @@ def set_num_threads(num_threads):
     return True
 
 
+_PRECISIONS = ("highest", "high", "medium")
+_float32_matmul_precision = "highest"
+
+
+def set_float32_matmul_precision(precision):
+    """How prefill matmuls may compute, as torch.set_float32_matmul_precision.
+
+    "highest" (the default) and "high": float32 products and sums, everywhere. "medium": on a
+    CPU with AMX (``amx.available()``: Intel Xeon from Sapphire Rapids on, under Linux), the
+    matmuls of more than PACKED_MATVEC_MAX_ROWS rows (a prefill, not a decode step) round both
+    operands to bfloat16 and sum in float32 on AMX tiles (``amx.py``), several times faster than
+    float32 BLAS; without AMX it changes nothing, as torch's setting changes nothing without a
+    fast kernel. Attention, layer norm and decoding stay float32. Only the numba backend reads
+    this; the numpy backend always computes in float32.
+    """
+    global _float32_matmul_precision
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+    _float32_matmul_precision = precision
+
+
+def get_float32_matmul_precision():
+    """The precision set by set_float32_matmul_precision ("highest" unless changed)."""
+    return _float32_matmul_precision
+
+
+def _bfloat16_tiles_allowed(m):
+    """Whether linear() on m rows takes the AMX bfloat16 path (amx.py)."""
+    if _float32_matmul_precision != "medium" or m <= PACKED_MATVEC_MAX_ROWS:
+        return False
+    from . import amx                              # noqa: PLC0415 (amx imports this module)
+    return amx.available()
+
+
 # --------------------------------------------------------------------------------------------
 # helpers
 
@@ -627,6 +661,12 @@ def _linear(x, weight, bias, apply_gelu):
         raise ValueError(f"weight must have shape ({x2.shape[1]}, n_out) for x of shape "
                          f"{tuple(lead) + (x2.shape[1],)}, got {shape}")
     n_out = shape[1]
+    if _bfloat16_tiles_allowed(x2.shape[0]):
+        from . import amx                          # noqa: PLC0415 (amx imports this module)
+        out = np.empty((x2.shape[0], n_out), dtype=np.float32)
+        weight_rows, scale = amx.bfloat16_weight_rows(weight)
+        amx.linear(x2, weight_rows, scale, _vector(bias, n_out, "bias"), apply_gelu, out)
+        return out.reshape(*lead, n_out)
     if packed:
         out = np.empty((x2.shape[0], n_out), dtype=np.float32)
         _linear_packed(x2, weight, _vector(bias, n_out, "bias"), apply_gelu, out)
@@ -1010,6 +1050,10 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
     s = key.shape[2]
     head_scale = _vector(head_mask, h, "head_mask") if head_mask is not None else _ones(h)
     out = np.empty((b, h, t, d), dtype=np.float32)
+    if not output_attentions and d % 32 == 0 and _bfloat16_tiles_allowed(t):
+        from . import amx                          # noqa: PLC0415 (amx imports this module)
+        key, value = _zero_nonfinite_hidden_keys(key, value, mask)
+        return amx.attention(query, key, value, mask, scale, head_scale), None
     if t >= ATTENTION_BLAS_MIN_ROWS:
         probs = np.zeros((b, h, t, s), dtype=np.float32) if output_attentions else None
         _attention_blas(query, key, value, mask, scale, head_scale, out, probs)

@@ -1,0 +1,469 @@
+"""Prefill matrix products on Intel AMX tiles: bfloat16 products, float32 sums.
+
+Used only when the user allows bfloat16 products, as in PyTorch:
+
+    minigpt2.set_float32_matmul_precision("medium")
+
+and only where the CPU has AMX (Intel Xeon from Sapphire Rapids on) and Linux lets this process
+use it (`available()`). Everywhere else `linear` computes in float32 as always.
+
+AMX is a second register file of eight "tiles", each up to 16 rows of 64 bytes, and one
+instruction, TDPBF16PS, that multiplies a 16x32 bfloat16 tile by a 32x16 one and adds the 16x16
+float32 result to a third tile: 8,192 multiply-adds, where an AVX-512 FMA does 16. A prefill
+matmul x [m, n_in] @ W [n_in, n_out] is computed here as its transpose,
+
+    out.T [n_out, m] = W.T [n_out, n_in] @ x.T [n_in, m]
+
+because the left operand of TDPBF16PS is read as plain rows, and the packed bfloat16 weights are
+already stored one output channel per row ([n_out, n_in], quantize.PackedWeight): a tile of 16
+weight rows is loaded straight from the stored matrix. The right operand must hold pairs of
+consecutive inputs side by side (row i of the tile = inputs 2i and 2i+1 of 16 columns), which
+for x.T is x itself rounded to bfloat16 and read as uint32 pairs, then transposed
+(`_pack_x`). Each thread keeps four 16x16 sums (32 outputs by 32 rows of x) in tiles 0-3, loads
+two weight tiles (4, 5) and two x tiles (6, 7) per 32 inputs, and finishes each 32x32 block with
+the int8 scale, bias and GELU while writing it, transposed back, into out [m, n_out].
+
+The instructions are written as inline assembly in Numba intrinsics (LLVM has the mnemonics;
+Numba's JIT needs its assembly parser switched on). Precision: both operands are rounded to
+bfloat16 (8 significant bits) and each product is exact in float32; the sums are float32.
+"""
+
+import ctypes
+import platform
+import sys
+
+import llvmlite.binding
+import llvmlite.ir
+import numba
+import numpy as np
+from numba import njit, prange
+from numba.extending import intrinsic
+
+from .kernels import _bits_to_float32, _exp, _gelu_inplace, _ones, _visible_extent, _widen
+
+ROWS = 16         # rows of a tile
+BLOCK = 32        # outputs and rows of x per thread step: 2 x 2 tiles of 16
+PAIR_COLUMNS = 32     # inputs per tile step: 16 uint32 pairs of bfloat16 = 64 bytes per row
+# Rows of x per chunk: a chunk's packed x (chunk x n_in x 2 bytes, 768 KB at n_in = 3072) stays
+# in the thread's L2 cache while every weight block passes over it.
+CHUNK_ROWS = 128
+
+_ARCH_REQ_XCOMP_PERM = 0x1023     # arch_prctl: ask the kernel for an extended CPU state
+_XFEATURE_XTILEDATA = 18          # ... the AMX tile data
+_SYS_ARCH_PRCTL = 158             # x86-64 syscall number
+_available = None
+
+
+def available():
+    """True when this process can run the AMX kernels (checked once, then remembered).
+
+    Needs an x86-64 Linux CPU with the amx-tile and amx-bf16 features, and the kernel's
+    permission for this process to use the tile state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux
+    5.16+; without it the first tile instruction kills the process with SIGILL).
+    """
+    global _available
+    if _available is None:
+        _available = _check_and_enable()
+    return _available
+
+
+def _check_and_enable():
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        features = llvmlite.binding.get_host_cpu_features()
+    except RuntimeError:
+        return False
+    if not (features.get("amx-tile", False) and features.get("amx-bf16", False)):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) != 0:
+        return False
+    llvmlite.binding.initialize_native_asmparser()     # Numba's JIT cannot assemble inline asm without it
+    return True
+
+
+def _tile_config():
+    """The 64-byte tile configuration: palette 1, eight tiles of 16 rows x 64 bytes."""
+    config = np.zeros(64, dtype=np.uint8)
+    config[0] = 1                                  # palette 1
+    config[16:32].view(np.uint16)[:] = 64          # bytes per row, tiles 0-7
+    config[48:56] = ROWS                           # rows, tiles 0-7
+    return config
+
+
+_CONFIG = _tile_config()
+
+
+# --------------------------------------------------------------------------------------------
+# the tile instructions (AT&T operand order: sources first, destination last)
+
+def _asm(builder, text, operands=()):
+    function_type = llvmlite.ir.FunctionType(llvmlite.ir.VoidType(), [llvmlite.ir.IntType(64)] * len(operands))
+    constraints = ",".join(["r"] * len(operands) + ["~{memory}"])
+    builder.asm(function_type, text, constraints, list(operands), True)
+
+
+@intrinsic
+def _tiles_configure(typingctx, address):
+    """LDTILECFG: load the tile configuration at `address` (this thread's tiles, all zeroed)."""
+    def codegen(context, builder, signature, args):
+        _asm(builder, "ldtilecfg ($0)", args)
+        return context.get_dummy_value()
+    return numba.types.void(numba.types.intp), codegen
+
+
+@intrinsic
+def _tiles_release(typingctx):
+    """TILERELEASE: this thread is done with the tiles (the OS need not save them any more)."""
+    def codegen(context, builder, signature, args):
+        _asm(builder, "tilerelease")
+        return context.get_dummy_value()
+    return numba.types.void(), codegen
+
+
+@intrinsic
+def _sums_zero(typingctx):
+    """Zero the four 16x16 float32 sums (tiles 0-3)."""
+    def codegen(context, builder, signature, args):
+        _asm(builder, "tilezero %tmm0\n tilezero %tmm1\n tilezero %tmm2\n tilezero %tmm3")
+        return context.get_dummy_value()
+    return numba.types.void(), codegen
+
+
+@intrinsic
+def _sums_add_products(typingctx, weight_address, weight_stride, x_address, x_stride):
+    """One step of 32 inputs: sums[2 x 2 tiles] += weight rows [32, 32] @ x pairs [16, 32 x 2].
+
+    Tiles 4 and 5 take weight rows 0-15 and 16-31 (64 bytes = 32 bfloat16 inputs each, rows
+    `weight_stride` bytes apart); tiles 6 and 7 take x columns 0-15 and 16-31 (16 rows of input
+    pairs, `x_stride` bytes apart). Tile 0 += 4 @ 6, 1 += 4 @ 7, 2 += 5 @ 6, 3 += 5 @ 7.
+    """
+    def codegen(context, builder, signature, args):
+        weight, weight_stride_, x, x_stride_ = args
+        weight_second = builder.add(weight, builder.mul(weight_stride_, context.get_constant(numba.types.intp, ROWS)))
+        x_second = builder.add(x, context.get_constant(numba.types.intp, 64))
+        _asm(builder, "tileloadd ($0,$1,1), %tmm4\n tileloadd ($2,$1,1), %tmm5\n"
+                      " tileloadd ($3,$4,1), %tmm6\n tileloadd ($5,$4,1), %tmm7\n"
+                      " tdpbf16ps %tmm6, %tmm4, %tmm0\n tdpbf16ps %tmm7, %tmm4, %tmm1\n"
+                      " tdpbf16ps %tmm6, %tmm5, %tmm2\n tdpbf16ps %tmm7, %tmm5, %tmm3",
+             [weight, weight_stride_, weight_second, x, x_stride_, x_second])
+        return context.get_dummy_value()
+    intp = numba.types.intp
+    return numba.types.void(intp, intp, intp, intp), codegen
+
+
+@intrinsic
+def _sums_store(typingctx, address):
+    """Write the four sums as one [32 outputs, 32 rows] float32 matrix at `address`."""
+    def codegen(context, builder, signature, args):
+        def constant(value):
+            return context.get_constant(numba.types.intp, value)
+        # tile 0: outputs 0-15, rows 0-15; 1: outputs 0-15, rows 16-31; 2: outputs 16-31, rows
+        # 0-15; 3: outputs 16-31, rows 16-31. A matrix row (one output) is 32 floats = 128 bytes.
+        addresses = [builder.add(args[0], constant(offset)) for offset in (0, 64, 16 * 128, 16 * 128 + 64)]
+        _asm(builder, "tilestored %tmm0, ($0,$4,1)\n tilestored %tmm1, ($1,$4,1)\n"
+                      " tilestored %tmm2, ($2,$4,1)\n tilestored %tmm3, ($3,$4,1)", addresses + [constant(128)])
+        return context.get_dummy_value()
+    return numba.types.void(numba.types.intp), codegen
+
+
+# --------------------------------------------------------------------------------------------
+# operands
+
+
+@intrinsic
+def _float32_bits(typingctx, value):
+    """A float32's bits as a uint32 (a free register move; the reverse of kernels._bits_to_float32)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvmlite.ir.IntType(32))
+    return numba.types.uint32(numba.types.float32), codegen
+
+
+@njit(inline="always")
+def _bfloat16_bits(value):
+    # float32 -> bfloat16 bits (uint32, low 16 bits), round to nearest even; NaN stays NaN
+    bits = _float32_bits(np.float32(value))
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    is_nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    return ((bits >> np.uint32(16)) | np.uint32(0x40)) if is_nan else rounded
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def _pack_x(x, x_pairs):
+    # x [m, n_in] float32 -> x_pairs [n_in / 2, m_padded] uint32: x_pairs[i, r] holds bfloat16
+    # x[r, 2i] in its low half and x[r, 2i + 1] in its high half (the little-endian pair TDPBF16PS
+    # reads); rows r >= m are zero. A transpose, done 32 x 32 pairs at a time through a small
+    # buffer, so that reads and writes both run along rows (2.5x faster than a direct loop).
+    m, n_in = x.shape
+    n_pairs, m_padded = x_pairs.shape
+    for block in prange(m_padded // BLOCK):
+        r0 = block * BLOCK
+        tile = np.empty((BLOCK, BLOCK), dtype=np.uint32)          # [pair, row]
+        for i0 in range(0, n_pairs, BLOCK):
+            width = min(BLOCK, n_pairs - i0)
+            for r in range(BLOCK):
+                for i in range(width):
+                    if r0 + r < m:
+                        low = _bfloat16_bits(x[r0 + r, 2 * (i0 + i)])
+                        high = _bfloat16_bits(x[r0 + r, 2 * (i0 + i) + 1])
+                        tile[i, r] = low | (high << np.uint32(16))
+                    else:
+                        tile[i, r] = 0
+            for i in range(width):
+                for r in range(BLOCK):
+                    x_pairs[i0 + i, r0 + r] = tile[i, r]
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def _packed_rows_to_bfloat16(data, out):
+    # data [n_out, n_in] packed (int8 values, float16 bits as int16, or bfloat16 bits) -> out
+    # [n_out_padded, n_in_padded] bfloat16 bits, zero-padded. int8 values are exact in bfloat16
+    # (the per-row scale is applied to the sums); float16 rounds to bfloat16's 8 bits.
+    n_out, n_in = data.shape
+    for o in prange(out.shape[0]):
+        for i in range(out.shape[1]):
+            out[o, i] = np.uint16(_bfloat16_bits(_widen(data[o, i]))) if (o < n_out and i < n_in) else 0
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def _float32_to_bfloat16_rows(rows, out):
+    # rows [n_out, n_in] float32, any strides (the checkpoint's [n_in, n_out] weight seen as .T,
+    # or wte) -> out [n_out_padded, n_in_padded] bfloat16 bits, zero-padded; 32 x 32 blocks, so
+    # that a transposing read stays in cache
+    n_out, n_in = rows.shape
+    for block in prange(out.shape[0] // BLOCK):
+        o0 = block * BLOCK
+        for i0 in range(0, out.shape[1], BLOCK):
+            for o in range(o0, o0 + BLOCK):
+                for i in range(i0, i0 + BLOCK):
+                    out[o, i] = np.uint16(_bfloat16_bits(rows[o, i])) if (o < n_out and i < n_in) else 0
+
+
+# --------------------------------------------------------------------------------------------
+# the product
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def _matmul_tiles(x_pairs, m, weight_rows, scale, bias, config, out):
+    # x_pairs [n_in / 2, m_padded] uint32 (see _pack_x), weight_rows [n_out_padded, n_in] bfloat16
+    # bits, scale / bias [n_out] -> out [m, n_out] = (x @ weight_rows.T) * scale + bias.
+    # Work item j: chunk j // n_blocks of CHUNK_ROWS rows of x, times weight block j % n_blocks
+    # (32 rows); consecutive items share a chunk, so each thread keeps its chunk in L2.
+    n_pairs, m_padded = x_pairs.shape
+    n_out = out.shape[1]
+    n_in = 2 * n_pairs
+    n_blocks = weight_rows.shape[0] // BLOCK
+    n_chunks = (m_padded + CHUNK_ROWS - 1) // CHUNK_ROWS
+    weight_stride = n_in * 2                      # bytes from one weight row to the next
+    x_stride = m_padded * 4                       # bytes from one input pair to the next
+    weight_base = weight_rows.ctypes.data
+    x_base = x_pairs.ctypes.data
+    for j in prange(n_chunks * n_blocks):
+        _tiles_configure(config.ctypes.data)
+        sums = np.empty((BLOCK, BLOCK), dtype=np.float32)          # [output, row of x]
+        chunk, block = j // n_blocks, j % n_blocks
+        o0 = block * BLOCK
+        n_outputs = min(BLOCK, n_out - o0)
+        for r0 in range(chunk * CHUNK_ROWS, min(m_padded, (chunk + 1) * CHUNK_ROWS), BLOCK):
+            _sums_zero()
+            for i0 in range(0, n_in, PAIR_COLUMNS):
+                _sums_add_products(weight_base + o0 * weight_stride + i0 * 2, weight_stride,
+                                   x_base + (i0 // 2) * x_stride + r0 * 4, x_stride)
+            _sums_store(sums.ctypes.data)
+            for r in range(min(BLOCK, m - r0)):                    # transposed back into out
+                for o in range(n_outputs):
+                    out[r0 + r, o0 + o] = sums[o, r] * scale[o0 + o] + bias[o0 + o]
+        _tiles_release()
+
+
+@njit(inline="always")
+def _padded(n, multiple):
+    # n rounded up to a multiple of `multiple`
+    return (n + multiple - 1) // multiple * multiple
+
+
+def bfloat16_weight_rows(weight):
+    """A linear weight as bfloat16 rows for `linear`: ([n_out_padded, n_in_padded] uint16, scale).
+
+    A packed bfloat16 weight whose sizes are multiples of 32 is used as stored (no copy). Other
+    weights are converted for this call: int8 (exact; scale [n_out] returned), float16, and
+    float32 ([n_in, n_out], the checkpoint's layout, or any array).
+    """
+    from .quantize import PackedWeight                 # noqa: PLC0415 (kernels imports this module)
+    n_in, n_out = weight.shape
+    shape = (_padded(n_out, BLOCK), _padded(n_in, PAIR_COLUMNS))
+    if isinstance(weight, PackedWeight) and weight.rows_are_outputs:
+        if weight.storage == "bfloat16" and weight.data.shape == shape:
+            return weight.data, None
+        rows = np.empty(shape, dtype=np.uint16)
+        data = weight.data.view(np.int16) if weight.storage == "float16" else weight.data
+        _packed_rows_to_bfloat16(data, rows)
+        return rows, weight.scale
+    rows = np.empty(shape, dtype=np.uint16)
+    _float32_to_bfloat16_rows(np.asarray(weight, dtype=np.float32).T, rows)
+    return rows, None
+
+
+def linear(x2, weight_rows, scale, bias, apply_gelu, out):
+    """out [m, n_out] = gelu?((x2 [m, n_in] @ W) * scale + bias), W given by
+    `bfloat16_weight_rows` as weight_rows [n_out_padded, n_in_padded]; scale [n_out] (ones if
+    None), bias [n_out] float32. Both operands rounded to bfloat16, sums in float32."""
+    if not available():
+        raise RuntimeError("amx.linear called on a machine without AMX (check amx.available())")
+    m, n_in = x2.shape
+    n_pairs = weight_rows.shape[1] // 2
+    x_pairs = np.empty((n_pairs, _padded(m, BLOCK)), dtype=np.uint32)
+    if weight_rows.shape[1] != n_in:              # inputs padded to a multiple of 32: zeros
+        x2 = np.pad(x2, ((0, 0), (0, weight_rows.shape[1] - n_in)))
+    _pack_x(x2, x_pairs)
+    if scale is None:
+        scale = _ones(out.shape[1])
+    _matmul_tiles(x_pairs, m, weight_rows, scale, bias, _CONFIG, out)
+    if apply_gelu:       # a pass of its own: inside the kernel's transposing loop it did not vectorise
+        _gelu_inplace[False](out.reshape(-1))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# attention
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def _attention_operands(query, key, value, query_pairs, key_rows, value_columns):
+    # query [b, h, t, d], key / value [b, h, s, d] float32, any strides ->
+    #   query_pairs [b, h, d / 2, t_padded] uint32: query.T as input pairs (as _pack_x), zero-padded
+    #   key_rows [b, h, s_padded, d] uint16: bfloat16 keys, one key per row (zero rows past s)
+    #   value_columns [b, h, d, s_padded] uint16: bfloat16 values transposed, one feature per row
+    b, h, t, d = query.shape
+    s = key.shape[2]
+    for item in prange(b * h):
+        bi, hi = item // h, item % h
+        for i in range(d // 2):
+            for r in range(query_pairs.shape[3]):
+                if r < t:
+                    low = _bfloat16_bits(query[bi, hi, r, 2 * i])
+                    high = _bfloat16_bits(query[bi, hi, r, 2 * i + 1])
+                    query_pairs[bi, hi, i, r] = low | (high << np.uint32(16))
+                else:
+                    query_pairs[bi, hi, i, r] = 0
+        for j in range(key_rows.shape[2]):
+            for c in range(d):
+                key_rows[bi, hi, j, c] = np.uint16(_bfloat16_bits(key[bi, hi, j, c])) if j < s else 0
+        for c in range(d):
+            for j in range(value_columns.shape[3]):
+                value_columns[bi, hi, c, j] = np.uint16(_bfloat16_bits(value[bi, hi, j, c])) if j < s else 0
+
+
+@njit(parallel=True, cache=True)
+def _mask_columns(mask, t_padded):
+    # mask [b, t, s] -> [b, s, t_padded]: transposed (32 x 32 blocks), False in the rows past t
+    b, t, s = mask.shape
+    columns = np.zeros((b, s, t_padded), dtype=np.bool_)
+    n_row_blocks = t_padded // BLOCK
+    for item in prange(b * n_row_blocks):
+        bi, r0 = item // n_row_blocks, (item % n_row_blocks) * BLOCK
+        for j0 in range(0, s, BLOCK):
+            for r in range(r0, min(r0 + BLOCK, t)):
+                for j in range(j0, min(j0 + BLOCK, s)):
+                    columns[bi, j, r] = mask[bi, r, j]
+    return columns
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def _attention_tiles(query_pairs, key_rows, value_columns, mask_columns, extent, scale, head_scale, config, out):
+    # Operands from _attention_operands; mask_columns [b, s, t_padded] bool (the mask transposed:
+    # True = the query row may attend to the key; False past t), extent [b, t]
+    # (1 + the last key each query row may see), head_scale [h] -> out [b, h, t, d].
+    # Work item: one batch row, head and block of 32 query rows, through three steps on keys
+    # 0 .. n (n: the last key the block may see, rounded up to 32):
+    #   1. scores.T [n, 32] = keys [n, d] @ query.T [d, 32]          (AMX, 32 keys at a time)
+    #   2. masked softmax down each column (one query row), 32 rows side by side, unnormalised;
+    #      the weights are rounded to bfloat16 pairs for step 3 and summed as rounded
+    #   3. out.T [d, 32] = values.T [d, n] @ weights [n, 32]            (AMX, 32 features at a time)
+    #      then out [32, d] = out.T.T * head_scale / (the row's sum of weights)
+    b, h, half_d, t_padded = query_pairs.shape
+    d = 2 * half_d
+    t = out.shape[2]
+    s_padded = key_rows.shape[2]
+    s = mask_columns.shape[1]
+    n_blocks = t_padded // BLOCK
+    key_stride = d * 2                         # bytes from one key row to the next
+    query_stride = t_padded * 4                # bytes from one query pair row to the next
+    value_stride = s_padded * 2                # bytes from one value feature row to the next
+    for item in prange(b * h * n_blocks):
+        bi, hi, r0 = item // (h * n_blocks), (item // n_blocks) % h, (item % n_blocks) * BLOCK
+        rows = min(BLOCK, t - r0)
+        n = 0
+        for r in range(rows):
+            n = max(n, extent[bi, r0 + r])
+        if n == 0:                             # no row of the block sees any key
+            out[bi, hi, r0:r0 + rows] = 0.0
+            continue
+        n_padded = _padded(n, BLOCK)
+        _tiles_configure(config.ctypes.data)
+        scores = np.empty((n_padded, BLOCK), dtype=np.float32)           # [key, query row]
+        # step 1
+        key_base = key_rows[bi, hi].ctypes.data
+        query_base = query_pairs[bi, hi].ctypes.data + r0 * 4
+        for j0 in range(0, n_padded, BLOCK):
+            _sums_zero()
+            for i0 in range(0, d, PAIR_COLUMNS):
+                _sums_add_products(key_base + j0 * key_stride + i0 * 2, key_stride,
+                                   query_base + (i0 // 2) * query_stride, query_stride)
+            _sums_store(scores.ctypes.data + j0 * BLOCK * 4)
+        # step 2: scale, mask (masked keys -inf) and the max of each column
+        row_max = np.full(BLOCK, -np.inf, dtype=np.float32)
+        for j in range(n_padded):
+            visible_row = mask_columns[bi, min(j, s - 1)]
+            for r in range(BLOCK):
+                value = scores[j, r] * scale if (j < n and visible_row[r0 + r]) else np.float32(-np.inf)
+                scores[j, r] = value
+                row_max[r] = max(row_max[r], value)
+        for r in range(BLOCK):
+            if row_max[r] == -np.inf:          # a row that sees no key: all weights 0 (not NaN)
+                row_max[r] = 0.0
+        weights = np.empty((n_padded // 2, BLOCK), dtype=np.uint32)    # [key pair, query row]
+        total = np.zeros(BLOCK, dtype=np.float32)
+        for jp in range(n_padded // 2):
+            for r in range(BLOCK):
+                low = _bfloat16_bits(_exp(scores[2 * jp, r] - row_max[r]))
+                high = _bfloat16_bits(_exp(scores[2 * jp + 1, r] - row_max[r]))
+                total[r] += _bits_to_float32(low << np.uint32(16)) + _bits_to_float32(high << np.uint32(16))
+                weights[jp, r] = low | (high << np.uint32(16))
+        # step 3
+        value_base = value_columns[bi, hi].ctypes.data
+        block_out = np.empty((BLOCK, BLOCK), dtype=np.float32)         # [feature, query row]
+        for c0 in range(0, d, BLOCK):
+            _sums_zero()
+            for j0 in range(0, n_padded, PAIR_COLUMNS):
+                _sums_add_products(value_base + c0 * value_stride + j0 * 2, value_stride,
+                                   weights.ctypes.data + (j0 // 2) * BLOCK * 4, BLOCK * 4)
+            _sums_store(block_out.ctypes.data)
+            for r in range(rows):
+                factor = head_scale[hi] / total[r] if total[r] > 0 else np.float32(0.0)
+                for c in range(BLOCK):
+                    out[bi, hi, r0 + r, c0 + c] = block_out[c, r] * factor
+        _tiles_release()
+
+
+def attention(query, key, value, mask, scale, head_scale):
+    """Prefill attention on AMX tiles: softmax(scale * q.k, masked) @ v with q, k, v and the
+    softmax weights rounded to bfloat16, sums and the softmax in float32.
+
+    query [b, h, t, d], key / value [b, h, s, d] float32 (d a multiple of 32), mask [b, t, s]
+    bool C-contiguous, head_scale [h] -> out [b, h, t, d]. Masked keys get weight exactly 0;
+    the caller zeroes non-finite values in keys no query sees (0 * NaN is NaN).
+    """
+    if not available():
+        raise RuntimeError("amx.attention called on a machine without AMX (check amx.available())")
+    b, h, t, d = query.shape
+    s = key.shape[2]
+    query_pairs = np.empty((b, h, d // 2, _padded(t, BLOCK)), dtype=np.uint32)
+    key_rows = np.empty((b, h, _padded(s, BLOCK), d), dtype=np.uint16)
+    value_columns = np.empty((b, h, d, _padded(s, BLOCK)), dtype=np.uint16)
+    _attention_operands(query, key, value, query_pairs, key_rows, value_columns)
+    out = np.empty((b, h, t, d), dtype=np.float32)
+    _attention_tiles(query_pairs, key_rows, value_columns, _mask_columns(mask, query_pairs.shape[3]),
+                     _visible_extent(mask), np.float32(scale), head_scale, _CONFIG, out)
+    return out

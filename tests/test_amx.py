@@ -1,0 +1,201 @@
+"""set_float32_matmul_precision("medium"): prefill matmuls and attention on AMX tiles (amx.py).
+
+The AMX kernels round both operands of each product to bfloat16 and sum in float32. Expected
+values come from NumPy doing exactly that (operands rounded with safetensors.float32_to_bfloat16,
+sums in float64), so a wrong tile layout, stride, padding or mask shows as an O(1) error while
+the accepted difference is float32 summation order. The model-level tests check that the
+setting reaches the kernels, stays within bfloat16 drift of float32, and changes nothing where
+it must not (decode steps, "highest", machines without AMX).
+"""
+
+import numpy as np
+import pytest
+
+from minigpt2 import amx, bench, kernels, ops
+from minigpt2.config import GPT2Config
+from minigpt2.model import GPT2LMHeadModel
+from minigpt2.quantize import PackedWeight
+from minigpt2.safetensors import bfloat16_to_float32, float32_to_bfloat16
+
+needs_amx = pytest.mark.skipif(not amx.available(), reason="this CPU (or OS) has no AMX")
+
+
+def bf16(a):
+    """float32 values rounded to bfloat16, as float64."""
+    return bfloat16_to_float32(float32_to_bfloat16(np.asarray(a, np.float32))).astype(np.float64)
+
+
+@pytest.fixture
+def medium():
+    kernels.set_float32_matmul_precision("medium")
+    yield
+    kernels.set_float32_matmul_precision("highest")
+
+
+def test_precision_setting():
+    assert kernels.get_float32_matmul_precision() == "highest"
+    for precision in ("high", "medium", "highest"):
+        kernels.set_float32_matmul_precision(precision)
+        assert kernels.get_float32_matmul_precision() == precision
+    with pytest.raises(ValueError, match="precision must be one of"):
+        kernels.set_float32_matmul_precision("low")
+    assert kernels.get_float32_matmul_precision() == "highest"
+
+
+def test_precision_setting_exported():
+    import minigpt2
+    assert minigpt2.set_float32_matmul_precision is kernels.set_float32_matmul_precision
+    assert minigpt2.get_float32_matmul_precision is kernels.get_float32_matmul_precision
+
+
+# shapes: multiples of 32 and not (inputs, outputs and rows are padded to 32 inside)
+LINEAR_CASES = [(33, 64, 96), (40, 80, 70), (100, 768, 2304), (77, 96, 50), (64, 3072, 64)]
+
+
+@needs_amx
+@pytest.mark.parametrize("storage", ["float32", "float32-transposed", "bfloat16", "float16", "int8"])
+@pytest.mark.parametrize("m,n_in,n_out", LINEAR_CASES)
+@pytest.mark.parametrize("apply_gelu", [False, True])
+def test_linear_matches_bfloat16_products(medium, storage, m, n_in, n_out, apply_gelu):
+    rng = np.random.default_rng(m * n_in + n_out)
+    x = rng.standard_normal((m, n_in)).astype(np.float32)
+    w = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    if storage == "float32":
+        weight, expected_weight = w, bf16(w)
+    elif storage == "float32-transposed":               # an [n_out, n_in] array seen as .T (wte.T)
+        weight = np.ascontiguousarray(w.T).T
+        expected_weight = bf16(w)
+    else:
+        weight = PackedWeight.pack(w, storage)
+        # int8 values are exact in bfloat16 and the scale multiplies the float32 sum
+        expected_weight = (weight.data.T.astype(np.float64) if storage == "int8" else bf16(np.asarray(weight)))
+    expected = bf16(x) @ expected_weight
+    if storage == "int8":
+        expected = expected * weight.scale
+    expected = expected + bias
+    if apply_gelu:
+        expected = ops.gelu_new(expected.astype(np.float32))
+    got = (kernels.linear_gelu if apply_gelu else kernels.linear)(x, weight, bias)
+    assert got.shape == (m, n_out) and got.dtype == np.float32
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def attention_with_bfloat16_products(q, k, v, mask, scale, head_scale):
+    """What amx.attention computes: q, k, v and the softmax weights rounded to bfloat16, each
+    row normalised by the sum of its rounded weights; a row with no visible key is zero."""
+    scores = np.einsum("bhtd,bhsd->bhts", bf16(q), bf16(k)) * scale
+    scores = np.where(mask[:, None], scores, -np.inf)
+    row_max = scores.max(-1, keepdims=True)
+    row_max = np.where(np.isfinite(row_max), row_max, 0.0)
+    weights = bf16(np.exp(scores - row_max))
+    total = weights.sum(-1, keepdims=True)
+    out = np.einsum("bhts,bhsd->bhtd", weights, bf16(v)) / np.where(total > 0, total, 1.0)
+    return out * head_scale[None, :, None, None]
+
+
+@needs_amx
+@pytest.mark.parametrize("b,h,t,s,d", [(1, 2, 40, 40, 64), (2, 3, 70, 75, 64), (1, 12, 256, 256, 64),
+                                       (1, 1, 33, 100, 32), (2, 2, 48, 48, 96)])
+def test_attention_matches_bfloat16_products(medium, b, h, t, s, d):
+    rng = np.random.default_rng(t * s + d)
+    q, k, v = (rng.standard_normal((b, h, n, d)).astype(np.float32) for n in (t, s, s))
+    mask = np.broadcast_to(np.arange(s)[None, :] <= np.arange(t)[:, None] + (s - t), (b, t, s)).copy()
+    if b > 1:
+        mask[1, :, :7] = False           # left padding in the second row
+        mask[1, :3, :] = False           # and query rows that see no key at all
+    head_scale = rng.uniform(0.5, 1.5, h).astype(np.float32)
+    expected = attention_with_bfloat16_products(q, k, v, mask, 0.125, head_scale)
+    got, probs = kernels.attention(q, k, v, mask, 0.125, head_mask=head_scale)
+    assert probs is None and got.shape == (b, h, t, d)
+    # summation order moves a score by ~1e-7, which can flip the bfloat16 rounding of a weight
+    # (2**-8 relative): allowed, where a layout or mask error is O(1)
+    assert np.abs(got - expected).max() < 3e-3
+    if b > 1:
+        assert (got[1, :, :3] == 0).all()
+    exact, _ = kernels.attention(q, k, v, mask, 0.125, head_mask=head_scale)
+    assert np.array_equal(got, exact)          # deterministic
+
+
+@needs_amx
+def test_attention_ignores_nonfinite_padding_keys(medium):
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 2, 40, 64)).astype(np.float32) for _ in range(3))
+    mask = np.broadcast_to(np.tril(np.ones((40, 40), bool)), (2, 40, 40)).copy()
+    mask[1, :, :5] = False
+    k[1, :, :5], v[1, :, :5] = np.nan, np.inf
+    got, _ = kernels.attention(q, k, v, mask, 0.125)
+    assert np.isfinite(got).all()
+    clean_k, clean_v = k.copy(), v.copy()
+    clean_k[1, :, :5] = clean_v[1, :, :5] = 0.0
+    assert np.array_equal(got, kernels.attention(q, clean_k, clean_v, mask, 0.125)[0])
+
+
+@needs_amx
+def test_medium_reaches_amx_only_for_prefill(medium, monkeypatch):
+    calls = []
+    monkeypatch.setattr(amx, "linear", lambda *args: calls.append("linear") or args[-1])
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 64)).astype(np.float32)
+    kernels.linear(rng.standard_normal((kernels.PACKED_MATVEC_MAX_ROWS, 64)), w, None)    # decode-sized
+    assert calls == []
+    kernels.linear(rng.standard_normal((kernels.PACKED_MATVEC_MAX_ROWS + 1, 64)), w, None)
+    assert calls == ["linear"]
+    kernels.set_float32_matmul_precision("highest")
+    kernels.linear(rng.standard_normal((100, 64)), w, None)
+    assert calls == ["linear"]
+
+
+def test_medium_without_amx_changes_nothing(monkeypatch):
+    """On a CPU without AMX, "medium" computes exactly what "highest" does."""
+    monkeypatch.setattr(amx, "_available", False)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((64, 64)).astype(np.float32)
+    w = rng.standard_normal((64, 96)).astype(np.float32)
+    q, k, v = (rng.standard_normal((1, 2, 40, 32)).astype(np.float32) for _ in range(3))
+    mask = np.broadcast_to(np.tril(np.ones((40, 40), bool)), (1, 40, 40))
+    before = kernels.linear(x, w, None), kernels.attention(q, k, v, mask, 0.125)[0]
+    try:
+        kernels.set_float32_matmul_precision("medium")
+        after = kernels.linear(x, w, None), kernels.attention(q, k, v, mask, 0.125)[0]
+    finally:
+        kernels.set_float32_matmul_precision("highest")
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    # head_dim 64 as in every GPT-2 size, so attention takes the AMX path too
+    config = GPT2Config(vocab_size=512, n_positions=160, n_embd=128, n_layer=2, n_head=2)
+    return bench.write_random_checkpoint(tmp_path_factory.mktemp("amx_model"), "amx-test", seed=3, std=0.1,
+                                         config=config)
+
+
+@needs_amx
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_model_prefill_within_bfloat16_drift_and_decode_unchanged(model_folder, dtype):
+    model = GPT2LMHeadModel.from_pretrained(model_folder, dtype=dtype)
+    ids = np.random.default_rng(5).integers(0, 512, size=(2, 120))
+    attention_mask = np.ones_like(ids)
+    attention_mask[1, :9] = 0                                           # left padding
+    exact = model(ids, attention_mask=attention_mask, use_cache=True)
+    kernels.set_float32_matmul_precision("medium")
+    try:
+        fast = model(ids, attention_mask=attention_mask, use_cache=True)
+        step = model(ids[:, :1], attention_mask=np.concatenate([attention_mask, np.ones((2, 1), int)], axis=1),
+                     past_key_values=fast.past_key_values)
+    finally:
+        kernels.set_float32_matmul_precision("highest")
+    real = attention_mask.astype(bool)
+    scale = np.abs(exact.logits[real]).max()
+    drift = np.abs(fast.logits - exact.logits)[real].max() / scale
+    # the yardstick: what storing the weights in bfloat16 (float32 products) already moves
+    stored = GPT2LMHeadModel.from_pretrained(model_folder, dtype="bfloat16")(ids, attention_mask=attention_mask)
+    storage_drift = np.abs(stored.logits - GPT2LMHeadModel.from_pretrained(model_folder)(
+        ids, attention_mask=attention_mask).logits)[real].max() / scale
+    assert 1e-6 < drift < 3 * storage_drift         # changed, but by bfloat16-sized amounts
+    assert (fast.logits.argmax(-1) == exact.logits.argmax(-1))[real].mean() > 0.95
+    # the decode step after an AMX prefill runs the float32 kernels on the cache it left
+    exact_step = model(ids[:, :1], attention_mask=np.concatenate([attention_mask, np.ones((2, 1), int)], axis=1),
+                       past_key_values=exact.past_key_values)
+    assert np.abs(step.logits - exact_step.logits).max() < 3e-2 * np.abs(exact_step.logits).max()
