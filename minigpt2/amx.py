@@ -31,6 +31,7 @@ bfloat16 (8 significant bits) and each product is exact in float32; the sums are
 import ctypes
 import platform
 import sys
+import weakref
 
 import llvmlite.binding
 import llvmlite.ir
@@ -283,12 +284,20 @@ def _padded(n, multiple):
     return (n + multiple - 1) // multiple * multiple
 
 
+# float32 weights converted once: id(weight) -> (rows, None), dropped with the weight
+_converted_float32 = {}
+
+
 def bfloat16_weight_rows(weight):
     """A linear weight as bfloat16 rows for `linear`: ([n_out_padded, n_in_padded] uint16, scale).
 
-    A packed bfloat16 weight whose sizes are multiples of 32 is used as stored (no copy). Other
-    weights are converted for this call: int8 (exact; scale [n_out] returned), float16, and
-    float32 ([n_in, n_out], the checkpoint's layout, or any array).
+    A packed bfloat16 weight whose sizes are multiples of 32 is used as stored (no copy). Packed
+    int8 (exact in bfloat16; its scale [n_out] is returned) and float16 are converted for this
+    call: a pass without a transpose. A float32 weight ([n_in, n_out], the checkpoint's layout,
+    or a transposed view such as wte.T) is transposed and rounded, which costs about 10 ms per
+    GPT-2 124M layer, so a read-only one (a checkpoint's memory map) is converted once and kept
+    until the weight itself is freed (+50% of its bytes); a writeable one may change between
+    calls and is converted every time.
     """
     from .quantize import PackedWeight                 # noqa: PLC0415 (kernels imports this module)
     n_in, n_out = weight.shape
@@ -300,8 +309,15 @@ def bfloat16_weight_rows(weight):
         data = weight.data.view(np.int16) if weight.storage == "float16" else weight.data
         _packed_rows_to_bfloat16(data, rows)
         return rows, weight.scale
+    weight = np.asarray(weight, dtype=np.float32)
+    cached = _converted_float32.get(id(weight))
+    if cached is not None:
+        return cached
     rows = np.empty(shape, dtype=np.uint16)
-    _float32_to_bfloat16_rows(np.asarray(weight, dtype=np.float32).T, rows)
+    _float32_to_bfloat16_rows(weight.T, rows)
+    if not weight.flags.writeable:
+        _converted_float32[id(weight)] = (rows, None)
+        weakref.finalize(weight, _converted_float32.pop, id(weight), None)
     return rows, None
 
 
