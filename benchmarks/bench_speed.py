@@ -10,6 +10,10 @@ turns, so the numbers in one table are measured side by side:
   batch   GPT-2 124M decode throughput (all rows' tokens/s) at batch 1, 2, 4, 8, 16.
   sizes   every preset (distilgpt2 ... gpt2-xl): load time, RSS, decode tok/s and GB/s, float32
           and bfloat16.
+  prefill GPT-2 124M prefill tok/s at 128 / 512 / 1024 tokens: numba with float32, bfloat16 and
+          int8 weights, each with matmul precision "highest" (float32 products) and "medium"
+          (bfloat16 products on AMX tiles where the CPU has them, minigpt2.amx), against
+          transformers in float32 and in bfloat16; then each column / transformers float32.
 
     python benchmarks/bench_speed.py                       # all three tables
     python benchmarks/bench_speed.py --tables dtypes batch --quick
@@ -26,8 +30,9 @@ from minigpt2 import bench
 SIZES = ["distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
 
 
-def spec(model, backend="numba", dtype="float32", batch=1):
-    return {"backend": backend, "folder": str(bench.default_folder(model)), "dtype": dtype, "batch": batch}
+def spec(model, backend="numba", dtype="float32", batch=1, matmul_precision="highest"):
+    return {"backend": backend, "folder": str(bench.default_folder(model)), "dtype": dtype, "batch": batch,
+            "matmul_precision": matmul_precision}
 
 
 def dtypes_table(args, log):
@@ -93,10 +98,31 @@ def sizes_table(args, log):
                       "median step: tok/s | GB/s (median step) |", "|---|---|---:|---:|---:|---:|---:|---:|"] + rows)
 
 
+def prefill_table(args, log):
+    columns = {}
+    for dtype in ("float32", "bfloat16", "int8"):
+        columns[f"numba {dtype}"] = spec("gpt2", dtype=dtype)
+        columns[f"numba {dtype}, medium"] = spec("gpt2", dtype=dtype, matmul_precision="medium")
+    if not args.no_transformers and bench.transformers_available():
+        for dtype in ("float32", "bfloat16"):
+            columns[f"transformers {dtype}"] = spec("gpt2", backend="transformers", dtype=dtype)
+    lengths = [512] if args.quick else [128, 512, 1024]
+    results = bench.run_columns(columns, lengths, 0, repeats=args.repeats, rounds=args.rounds,
+                                threads=args.threads, log=log)
+    table = bench.format_table(results, lengths, 0, compare=None)
+    if "transformers float32" not in results:
+        return table
+    reference = results["transformers float32"]["prefill_tok_s"]
+    ratios = [f"| prefill {n}: / transformers float32 | " + " | ".join(
+        f"{results[label]['prefill_tok_s'][str(n)] / reference[str(n)]:.2f}x" for label in results) + " |"
+        for n in lengths]
+    return "\n".join([table] + ratios)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tables", nargs="+", default=["dtypes", "batch", "sizes"],
-                        choices=["dtypes", "batch", "sizes"])
+    parser.add_argument("--tables", nargs="+", default=["dtypes", "batch", "sizes", "prefill"],
+                        choices=["dtypes", "batch", "sizes", "prefill"])
     parser.add_argument("--quick", action="store_true", help="fewer lengths, batches and tokens; one round")
     parser.add_argument("--new-tokens", type=int, default=None, help="decode steps (default 128, quick 32)")
     parser.add_argument("--rounds", type=int, default=None)
@@ -116,7 +142,8 @@ def main():
     bench.write_random_checkpoint(bench.default_folder("gpt2"), "gpt2")
     print(f"# {bench.machine_description()}; {args.threads} threads; best of {args.rounds} round(s)\n", flush=True)
     for name in args.tables:
-        table = {"dtypes": dtypes_table, "batch": batch_table, "sizes": sizes_table}[name](args, log)
+        table = {"dtypes": dtypes_table, "batch": batch_table, "sizes": sizes_table,
+                 "prefill": prefill_table}[name](args, log)
         print(f"\n## {name}\n\n{table}\n", flush=True)
 
 

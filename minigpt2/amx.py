@@ -190,30 +190,30 @@ def _bfloat16_bits(value):
     return ((bits >> np.uint32(16)) | np.uint32(0x40)) if is_nan else rounded
 
 
+@njit(inline="always")
+def _pack_rows(x, r0, pairs):
+    # rows r0 .. r0 + 32 of x [rows, n_in] float32 (any strides) -> pairs [n_in / 2, 32] uint32:
+    # pairs[i, r] holds bfloat16 x[r0 + r, 2i] in its low half and x[r0 + r, 2i + 1] in its high
+    # half (the little-endian pair TDPBF16PS reads); rows past x's are zero.
+    rows, n_in = x.shape
+    for r in range(BLOCK):
+        if r0 + r < rows:
+            for i in range(n_in // 2):
+                low = _bfloat16_bits(x[r0 + r, 2 * i])
+                high = _bfloat16_bits(x[r0 + r, 2 * i + 1])
+                pairs[i, r] = low | (high << np.uint32(16))
+        else:
+            pairs[:, r] = 0
+
+
 @njit(parallel=True, error_model="numpy", cache=True)
-def _pack_x(x, x_pairs):
-    # x [m, n_in] float32 -> x_pairs [n_in / 2, m_padded] uint32: x_pairs[i, r] holds bfloat16
-    # x[r, 2i] in its low half and x[r, 2i + 1] in its high half (the little-endian pair TDPBF16PS
-    # reads); rows r >= m are zero. A transpose, done 32 x 32 pairs at a time through a small
-    # buffer, so that reads and writes both run along rows (2.5x faster than a direct loop).
-    m, n_in = x.shape
-    n_pairs, m_padded = x_pairs.shape
-    for block in prange(m_padded // BLOCK):
-        r0 = block * BLOCK
-        tile = np.empty((BLOCK, BLOCK), dtype=np.uint32)          # [pair, row]
-        for i0 in range(0, n_pairs, BLOCK):
-            width = min(BLOCK, n_pairs - i0)
-            for r in range(BLOCK):
-                for i in range(width):
-                    if r0 + r < m:
-                        low = _bfloat16_bits(x[r0 + r, 2 * (i0 + i)])
-                        high = _bfloat16_bits(x[r0 + r, 2 * (i0 + i) + 1])
-                        tile[i, r] = low | (high << np.uint32(16))
-                    else:
-                        tile[i, r] = 0
-            for i in range(width):
-                for r in range(BLOCK):
-                    x_pairs[i0 + i, r0 + r] = tile[i, r]
+def _pack_x(x, x_blocks):
+    # x [m, n_in] float32 -> x_blocks [m_padded / 32, n_in / 2, 32] uint32: each block of 32 rows
+    # as input pairs (_pack_rows), contiguous, so that the two x tiles of one step are 2 KB in a
+    # row. (Laid out [n_in / 2, m_padded], one x.T for all rows, the 512 x 3072 @ 3072 x 768
+    # product took twice as long: each tile row was m_padded * 4 bytes from the next.)
+    for block in prange(x_blocks.shape[0]):
+        _pack_rows(x, block * BLOCK, x_blocks[block])
 
 
 @njit(parallel=True, error_model="numpy", cache=True)
@@ -246,31 +246,31 @@ def _float32_to_bfloat16_rows(rows, out):
 
 
 @njit(parallel=True, error_model="numpy", cache=True)
-def _matmul_tiles(x_pairs, m, weight_rows, scale, bias, config, out):
-    # x_pairs [n_in / 2, m_padded] uint32 (see _pack_x), weight_rows [n_out_padded, n_in] bfloat16
-    # bits, scale / bias [n_out] -> out [m, n_out] = (x @ weight_rows.T) * scale + bias.
+def _matmul_tiles(x_blocks, m, weight_rows, scale, bias, config, out):
+    # x_blocks [m_padded / 32, n_in / 2, 32] uint32 (see _pack_x), weight_rows [n_out_padded, n_in]
+    # bfloat16 bits, scale / bias [n_out] -> out [m, n_out] = (x @ weight_rows.T) * scale + bias.
     # Work item j: chunk j // n_blocks of CHUNK_ROWS rows of x, times weight block j % n_blocks
     # (32 rows); consecutive items share a chunk, so each thread keeps its chunk in L2.
-    n_pairs, m_padded = x_pairs.shape
+    n_row_blocks, n_pairs, _ = x_blocks.shape
     n_out = out.shape[1]
     n_in = 2 * n_pairs
     n_blocks = weight_rows.shape[0] // BLOCK
-    n_chunks = (m_padded + CHUNK_ROWS - 1) // CHUNK_ROWS
+    per_chunk = CHUNK_ROWS // BLOCK
+    n_chunks = (n_row_blocks + per_chunk - 1) // per_chunk
     weight_stride = n_in * 2                      # bytes from one weight row to the next
-    x_stride = m_padded * 4                       # bytes from one input pair to the next
-    weight_base = weight_rows.ctypes.data
-    x_base = x_pairs.ctypes.data
     for j in prange(n_chunks * n_blocks):
         _tiles_configure(config.ctypes.data)
         sums = np.empty((BLOCK, BLOCK), dtype=np.float32)          # [output, row of x]
         chunk, block = j // n_blocks, j % n_blocks
         o0 = block * BLOCK
         n_outputs = min(BLOCK, n_out - o0)
-        for r0 in range(chunk * CHUNK_ROWS, min(m_padded, (chunk + 1) * CHUNK_ROWS), BLOCK):
+        weight_base = weight_rows.ctypes.data + o0 * weight_stride
+        for row_block in range(chunk * per_chunk, min(n_row_blocks, (chunk + 1) * per_chunk)):
+            r0 = row_block * BLOCK
+            x_base = x_blocks[row_block].ctypes.data
             _sums_zero()
             for i0 in range(0, n_in, PAIR_COLUMNS):
-                _sums_add_products(weight_base + o0 * weight_stride + i0 * 2, weight_stride,
-                                   x_base + (i0 // 2) * x_stride + r0 * 4, x_stride)
+                _sums_add_products(weight_base + i0 * 2, weight_stride, x_base + (i0 // 2) * BLOCK * 4, BLOCK * 4)
             _sums_store(sums.ctypes.data)
             for r in range(min(BLOCK, m - r0)):                    # transposed back into out
                 for o in range(n_outputs):
@@ -328,14 +328,13 @@ def linear(x2, weight_rows, scale, bias, apply_gelu, out):
     if not available():
         raise RuntimeError("amx.linear called on a machine without AMX (check amx.available())")
     m, n_in = x2.shape
-    n_pairs = weight_rows.shape[1] // 2
-    x_pairs = np.empty((n_pairs, _padded(m, BLOCK)), dtype=np.uint32)
+    x_blocks = np.empty((_padded(m, BLOCK) // BLOCK, weight_rows.shape[1] // 2, BLOCK), dtype=np.uint32)
     if weight_rows.shape[1] != n_in:              # inputs padded to a multiple of 32: zeros
         x2 = np.pad(x2, ((0, 0), (0, weight_rows.shape[1] - n_in)))
-    _pack_x(x2, x_pairs)
+    _pack_x(x2, x_blocks)
     if scale is None:
         scale = _ones(out.shape[1])
-    _matmul_tiles(x_pairs, m, weight_rows, scale, bias, _CONFIG, out)
+    _matmul_tiles(x_blocks, m, weight_rows, scale, bias, _CONFIG, out)
     if apply_gelu:       # a pass of its own: inside the kernel's transposing loop it did not vectorise
         _gelu_inplace[False](out.reshape(-1))
     return out
@@ -346,23 +345,17 @@ def linear(x2, weight_rows, scale, bias, apply_gelu, out):
 
 
 @njit(parallel=True, error_model="numpy", cache=True)
-def _attention_operands(query, key, value, query_pairs, key_rows, value_columns):
+def _attention_operands(query, key, value, query_blocks, key_rows, value_columns):
     # query [b, h, t, d], key / value [b, h, s, d] float32, any strides ->
-    #   query_pairs [b, h, d / 2, t_padded] uint32: query.T as input pairs (as _pack_x), zero-padded
+    #   query_blocks [b, h, t_padded / 32, d / 2, 32] uint32: each head's query rows as _pack_x
     #   key_rows [b, h, s_padded, d] uint16: bfloat16 keys, one key per row (zero rows past s)
     #   value_columns [b, h, d, s_padded] uint16: bfloat16 values transposed, one feature per row
     b, h, t, d = query.shape
     s = key.shape[2]
     for item in prange(b * h):
         bi, hi = item // h, item % h
-        for i in range(d // 2):
-            for r in range(query_pairs.shape[3]):
-                if r < t:
-                    low = _bfloat16_bits(query[bi, hi, r, 2 * i])
-                    high = _bfloat16_bits(query[bi, hi, r, 2 * i + 1])
-                    query_pairs[bi, hi, i, r] = low | (high << np.uint32(16))
-                else:
-                    query_pairs[bi, hi, i, r] = 0
+        for block in range(query_blocks.shape[2]):
+            _pack_rows(query[bi, hi], block * BLOCK, query_blocks[bi, hi, block])
         for j in range(key_rows.shape[2]):
             for c in range(d):
                 key_rows[bi, hi, j, c] = np.uint16(_bfloat16_bits(key[bi, hi, j, c])) if j < s else 0
@@ -387,7 +380,7 @@ def _mask_columns(mask, t_padded):
 
 
 @njit(parallel=True, error_model="numpy", cache=True)
-def _attention_tiles(query_pairs, key_rows, value_columns, mask_columns, extent, scale, head_scale, config, out):
+def _attention_tiles(query_blocks, key_rows, value_columns, mask_columns, extent, scale, head_scale, config, out):
     # Operands from _attention_operands; mask_columns [b, s, t_padded] bool (the mask transposed:
     # True = the query row may attend to the key; False past t), extent [b, t]
     # (1 + the last key each query row may see), head_scale [h] -> out [b, h, t, d].
@@ -398,14 +391,12 @@ def _attention_tiles(query_pairs, key_rows, value_columns, mask_columns, extent,
     #      the weights are rounded to bfloat16 pairs for step 3 and summed as rounded
     #   3. out.T [d, 32] = values.T [d, n] @ weights [n, 32]            (AMX, 32 features at a time)
     #      then out [32, d] = out.T.T * head_scale / (the row's sum of weights)
-    b, h, half_d, t_padded = query_pairs.shape
+    b, h, n_blocks, half_d, _ = query_blocks.shape
     d = 2 * half_d
     t = out.shape[2]
     s_padded = key_rows.shape[2]
     s = mask_columns.shape[1]
-    n_blocks = t_padded // BLOCK
     key_stride = d * 2                         # bytes from one key row to the next
-    query_stride = t_padded * 4                # bytes from one query pair row to the next
     value_stride = s_padded * 2                # bytes from one value feature row to the next
     for item in prange(b * h * n_blocks):
         bi, hi, r0 = item // (h * n_blocks), (item // n_blocks) % h, (item % n_blocks) * BLOCK
@@ -421,12 +412,12 @@ def _attention_tiles(query_pairs, key_rows, value_columns, mask_columns, extent,
         scores = np.empty((n_padded, BLOCK), dtype=np.float32)           # [key, query row]
         # step 1
         key_base = key_rows[bi, hi].ctypes.data
-        query_base = query_pairs[bi, hi].ctypes.data + r0 * 4
+        query_base = query_blocks[bi, hi, r0 // BLOCK].ctypes.data
         for j0 in range(0, n_padded, BLOCK):
             _sums_zero()
             for i0 in range(0, d, PAIR_COLUMNS):
                 _sums_add_products(key_base + j0 * key_stride + i0 * 2, key_stride,
-                                   query_base + (i0 // 2) * query_stride, query_stride)
+                                   query_base + (i0 // 2) * BLOCK * 4, BLOCK * 4)
             _sums_store(scores.ctypes.data + j0 * BLOCK * 4)
         # step 2: scale, mask (masked keys -inf) and the max of each column
         row_max = np.full(BLOCK, -np.inf, dtype=np.float32)
@@ -475,11 +466,11 @@ def attention(query, key, value, mask, scale, head_scale):
         raise RuntimeError("amx.attention called on a machine without AMX (check amx.available())")
     b, h, t, d = query.shape
     s = key.shape[2]
-    query_pairs = np.empty((b, h, d // 2, _padded(t, BLOCK)), dtype=np.uint32)
+    query_blocks = np.empty((b, h, _padded(t, BLOCK) // BLOCK, d // 2, BLOCK), dtype=np.uint32)
     key_rows = np.empty((b, h, _padded(s, BLOCK), d), dtype=np.uint16)
     value_columns = np.empty((b, h, d, _padded(s, BLOCK)), dtype=np.uint16)
-    _attention_operands(query, key, value, query_pairs, key_rows, value_columns)
+    _attention_operands(query, key, value, query_blocks, key_rows, value_columns)
     out = np.empty((b, h, t, d), dtype=np.float32)
-    _attention_tiles(query_pairs, key_rows, value_columns, _mask_columns(mask, query_pairs.shape[3]),
+    _attention_tiles(query_blocks, key_rows, value_columns, _mask_columns(mask, _padded(t, BLOCK)),
                      _visible_extent(mask), np.float32(scale), head_scale, _CONFIG, out)
     return out

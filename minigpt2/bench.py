@@ -108,12 +108,13 @@ def best_seconds(function, repeats):
 class _Runner:
     """prefill(ids) -> last-position logits; decode(prompt, n) -> (seconds of each greedy step, tokens)."""
 
-    def __init__(self, backend, folder, threads, dtype="float32"):
+    def __init__(self, backend, folder, threads, dtype="float32", matmul_precision="highest"):
         self.backend = backend
         if backend == "transformers":
             import torch
             from transformers import GPT2LMHeadModel as HFModel
             torch.set_num_threads(threads)
+            torch.set_float32_matmul_precision(matmul_precision)
             self.torch = torch
             torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
             self.model = HFModel.from_pretrained(folder, dtype=torch_dtype).eval()
@@ -122,6 +123,7 @@ class _Runner:
             from .model import GPT2LMHeadModel
             from .quantize import convert_model
             kernels.set_num_threads(threads)     # both Numba's and BLAS's pools (numpy uses BLAS too)
+            kernels.set_float32_matmul_precision(matmul_precision)
             self.model = convert_model(GPT2LMHeadModel.from_pretrained(folder, backend=backend), dtype)
 
     def prefill(self, ids):
@@ -160,10 +162,10 @@ class _Runner:
 
 
 def run_worker(backend, folder, lengths, new_tokens, repeats, threads, dtype="float32", batch=1,
-               launched_at=None, only_start=False):
+               launched_at=None, only_start=False, matmul_precision="highest"):
     """Measure one configuration in this process; returns a dict of results (times in seconds)."""
     t_load = time.perf_counter()
-    runner = _Runner(backend, folder, threads, dtype)
+    runner = _Runner(backend, folder, threads, dtype, matmul_precision)
     result = {"backend": backend, "dtype": dtype, "batch": batch,
               "load_s": time.perf_counter() - t_load, "rss_after_load_mb": _status_mb("VmRSS")}
     vocab = 50257 if backend == "transformers" else runner.model.config.vocab_size
@@ -232,6 +234,7 @@ def _worker_cli(argv):
     parser.add_argument("--backend", choices=BACKENDS, required=True)
     parser.add_argument("--folder", required=True)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--matmul-precision", default="highest")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--lengths", type=int, nargs="*", default=[])
     parser.add_argument("--new-tokens", type=int, default=0)
@@ -245,7 +248,8 @@ def _worker_cli(argv):
         print("RESULT " + json.dumps(measure_bandwidth(args.threads)), flush=True)
         return
     result = run_worker(args.backend, args.folder, args.lengths, args.new_tokens, args.repeats,
-                        args.threads, args.dtype, args.batch, args.launched_at, args.only_start)
+                        args.threads, args.dtype, args.batch, args.launched_at, args.only_start,
+                        args.matmul_precision)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -278,7 +282,8 @@ def run_columns(columns, lengths, new_tokens, repeats=2, rounds=2, threads=2, st
                 numba_cache_dir=None, log=print):
     """Measure each column {label: spec}; the columns take turns, `rounds` times, best kept.
 
-    spec = {"backend", "folder", "dtype", "batch"}. With start_times, each column first gets a
+    spec = {"backend", "folder", "dtype", "batch"} and optionally "matmul_precision" (both
+    engines' set_float32_matmul_precision; "highest" if absent). With start_times, each column first gets a
     start-time worker (and numba columns a cold-cache compile measurement, once).
     Returns {label: merged results}.
     """

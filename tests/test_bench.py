@@ -45,3 +45,16 @@ def test_worker_measures_and_table_prints(tmp_path):
     assert lines[0] == "| | numba int8 | numba float32 | numba int8 / numba float32 |"
     assert lines[2].startswith("| prefill 8 tok/s |") and lines[2].endswith("| 1.00x |")
     assert any(line.startswith("| decode tok/s (batch 2, 16-token prompt, 3 new) |") for line in lines)
+
+
+def test_worker_applies_the_matmul_precision(tmp_path):
+    config = GPT2Config(n_embd=64, n_layer=1, n_head=2, vocab_size=97, n_positions=96)
+    folder = bench.write_random_checkpoint(tmp_path / "m", "tiny", config=config)
+    try:
+        result = bench.run_worker("numba", str(folder), lengths=[40], new_tokens=0, repeats=1, threads=1,
+                                  dtype="bfloat16", matmul_precision="medium")
+        assert kernels.get_float32_matmul_precision() == "medium"
+    finally:
+        kernels.set_num_threads(kernels.numba.config.NUMBA_NUM_THREADS)
+        kernels.set_float32_matmul_precision("highest")
+    assert result["prefill_tok_s"]["40"] > 0
