@@ -9,6 +9,12 @@ For each storage type (float32 compute; see minigpt2/quantize.py), against float
   * perplexity on tinyshakespeare (the last 10% of data/tinyshakespeare.txt, which the demo
     model's training run held out), sliding windows of n_positions with stride n_positions / 2.
 
+Each storage type is measured with float32 products (matmul precision "highest", the default)
+and, where the CPU has AMX (minigpt2.amx), also with bfloat16 products in the prefill matmuls and
+attention (set_float32_matmul_precision("medium")): the drift, the teacher-forced agreement and
+the perplexity go through those kernels; the decode steps of the free-running greedy output do not
+(one row per step stays float32).
+
 Models: the bundled demo model (tiny-shakespeare, trained weights) and, with --gpt2, a random
 GPT-2 124M of the real shapes (its random logits are nearly flat, so greedy agreement there is a
 harsh test of tiny drifts, and its perplexity means nothing).
@@ -21,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minigpt2 import bench
+from minigpt2 import amx, bench, kernels
 from minigpt2.model import GPT2LMHeadModel
 from minigpt2.quantize import DTYPES, convert_model, weight_bytes
 from minigpt2.scoring import perplexity
@@ -45,28 +51,37 @@ def greedy(model, prompt, n_new):
 def evaluate(folder, name, text_ids, prompt, n_new, with_perplexity):
     models = {dtype: convert_model(GPT2LMHeadModel.from_pretrained(folder, backend="numba"), dtype)
               for dtype in DTYPES}
+    precisions = ["highest"] + (["medium"] if amx.available() else [])
     reference = models["float32"]
     window = text_ids[:reference.config.n_positions][None]
     reference_logits = reference(window).logits
     reference_greedy = greedy(reference, prompt, n_new)
     forced = np.array(prompt + reference_greedy)[None]                  # [1, prompt + n_new]
     rows = []
-    for dtype, model in models.items():
-        drift = np.abs(model(window).logits - reference_logits).max() / np.abs(reference_logits).max()
-        top1 = model(forced).logits[0, len(prompt) - 1:-1].argmax(-1)   # predictions of the 200 tokens
-        agreement = float((top1 == np.array(reference_greedy)).mean())
-        own = greedy(model, prompt, n_new) if dtype != "float32" else reference_greedy
-        same_prefix = next((i for i, (a, b) in enumerate(zip(own, reference_greedy)) if a != b), n_new)
-        ppl = perplexity(model, text_ids) if with_perplexity else None
-        rows.append((dtype, weight_bytes(model) / 1e6, drift, agreement, same_prefix, ppl))
-    reference_ppl = rows[0][5]
+    for precision in precisions:
+        kernels.set_float32_matmul_precision(precision)
+        try:
+            for dtype, model in models.items():
+                if precision == "medium" and dtype == "float16":
+                    continue                    # rounded to bfloat16 for the products anyway
+                drift = np.abs(model(window).logits - reference_logits).max() / np.abs(reference_logits).max()
+                top1 = model(forced).logits[0, len(prompt) - 1:-1].argmax(-1)   # predictions of the 200 tokens
+                agreement = float((top1 == np.array(reference_greedy)).mean())
+                own = greedy(model, prompt, n_new) if (dtype, precision) != ("float32", "highest") else reference_greedy
+                same_prefix = next((i for i, (a, b) in enumerate(zip(own, reference_greedy)) if a != b), n_new)
+                ppl = perplexity(model, text_ids) if with_perplexity else None
+                rows.append((dtype, precision, weight_bytes(model) / 1e6, drift, agreement, same_prefix, ppl))
+        finally:
+            kernels.set_float32_matmul_precision("highest")
+    reference_ppl = rows[0][6]
     lines = [f"### {name}\n",
-             "| weights | weight MB | logit drift (max rel) | greedy top-1 agreement, 200 tokens | "
+             "| weights | matmul precision | weight MB | logit drift (max rel) | greedy top-1 agreement, 200 tokens | "
              "identical greedy prefix | perplexity | change |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for dtype, mb, drift, agreement, same_prefix, ppl in rows:
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for dtype, precision, mb, drift, agreement, same_prefix, ppl in rows:
         ppl_cells = (f"{ppl:.4f} | {100 * (ppl / reference_ppl - 1):+.3f}%" if ppl is not None else "– | –")
-        lines.append(f"| {dtype} | {mb:.1f} | {drift:.2e} | {agreement:.1%} | {same_prefix}/{n_new} | {ppl_cells} |")
+        lines.append(f"| {dtype} | {precision} | {mb:.1f} | {drift:.2e} | {agreement:.1%} | {same_prefix}/{n_new} | "
+                     f"{ppl_cells} |")
     return "\n".join(lines)
 
 

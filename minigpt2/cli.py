@@ -85,11 +85,15 @@ def _model_folder(name):
         return folder
 
 
-def _load(name, backend="numba", dtype="auto"):
-    """(model, tokenizer, folder) for --model NAME, weights stored as --dtype."""
+def _load(name, backend="numba", dtype="auto", matmul_precision="highest"):
+    """(model, tokenizer, folder) for --model NAME, weights stored as --dtype; the numba kernels set
+    to --matmul-precision."""
     from minigpt2.model import GPT2LMHeadModel
     from minigpt2.tokenizer import GPT2Tokenizer
 
+    if matmul_precision != "highest":
+        from minigpt2 import kernels
+        kernels.set_float32_matmul_precision(matmul_precision)
     folder = _model_folder(name)
     model = GPT2LMHeadModel.from_pretrained(folder, backend=backend, dtype=dtype)
     tokenizer = GPT2Tokenizer.from_pretrained(folder)
@@ -131,6 +135,10 @@ def _add_dtype_argument(parser):
                              "bfloat16 / float16 half the bytes, int8 a quarter; faster decoding, slightly "
                              "different logits (default: auto = as stored: float32, or the type of a folder "
                              "written by `minigpt2 convert`)")
+    parser.add_argument("--matmul-precision", default="highest", choices=("highest", "high", "medium"),
+                        help="medium: the prompt's matmuls and attention use bfloat16 products on AMX tiles "
+                             "where the CPU has them (faster, logits move as with bfloat16 weights); decode "
+                             "steps stay float32 (default: highest = float32 products)")
 
 
 def add_generate_command(subparsers):
@@ -176,7 +184,7 @@ def add_generate_command(subparsers):
         from minigpt2 import generate as gen
 
         start = time.perf_counter()
-        model, tokenizer, _ = _load(args.model, args.backend, args.dtype)
+        model, tokenizer, _ = _load(args.model, args.backend, args.dtype, args.matmul_precision)
         loaded = time.perf_counter() - start
         ids = tokenizer.encode(args.prompt) or [tokenizer.eos_token_id]
         steps = gen.iter_generate(
@@ -256,7 +264,7 @@ def add_score_command(subparsers):
                 raise ValueError(f"{args.file} is not UTF-8 text ({error.reason} at byte {error.start})") from None
         else:
             text = args.text
-        model, tokenizer, _ = _load(args.model, args.backend, args.dtype)
+        model, tokenizer, _ = _load(args.model, args.backend, args.dtype, args.matmul_precision)
         ids = tokenizer.encode(text, allowed_special=())   # text, never control tokens
         if len(ids) < 2:
             raise ValueError(f"the text has {len(ids)} token(s); scoring needs at least 2 (the first is only context)")

@@ -161,3 +161,32 @@ def test_generate_zero_new_tokens_and_empty_prompt(capsys, model_folder):
     code, out, _ = run_cli(capsys, "generate", "", "--model", model_folder, "--backend", "numpy",
                            "--max-new-tokens", 3, "--greedy")
     assert code == 0 and len(out) > 1
+
+
+def test_score_with_matmul_precision_medium(capsys, tmp_path):
+    """--matmul-precision medium reaches the kernels (on an AMX machine the perplexity moves by a
+    bfloat16-sized amount; elsewhere it is unchanged) and a bad value is refused by argparse."""
+    from minigpt2 import amx, bench, kernels
+    from minigpt2.config import GPT2Config
+    from minigpt2.tokenizer import GPT2Tokenizer
+
+    folder = bench.write_random_checkpoint(tmp_path / "m", "cli-amx", std=0.1, config=GPT2Config(
+        vocab_size=50257, n_positions=128, n_embd=64, n_layer=1, n_head=2))
+    GPT2Tokenizer.from_pretrained("gpt2", local_files_only=True).save_pretrained(folder)
+    text = "To be, or not to be, that is the question. " * 8
+    values = {}
+    try:
+        for precision in ("highest", "medium"):
+            code, out, _ = run_cli(capsys, "score", "--text", text, "--model", folder, "--matmul-precision", precision)
+            assert code == 0
+            values[precision] = float(re.search(r"perplexity: ([\d.]+)", out).group(1))
+            assert kernels.get_float32_matmul_precision() == precision
+    finally:
+        kernels.set_float32_matmul_precision("highest")
+    if amx.available():
+        assert values["medium"] != values["highest"]
+        np.testing.assert_allclose(values["medium"], values["highest"], rtol=1e-2)
+    else:
+        assert values["medium"] == values["highest"]
+    with pytest.raises(SystemExit):
+        run_cli(capsys, "score", "--text", text, "--model", folder, "--matmul-precision", "low")
