@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import intrinsic
 
-from .kernels import _bits_to_float32, _exp, _gelu_inplace, _ones, _visible_extent, _widen
+from .kernels import _REDUCE, _bits_to_float32, _exp, _gelu_inplace, _ones, _row_max, _visible_extent, _widen
 
 ROWS = 16         # rows of a tile
 BLOCK = 32        # outputs and rows of x per thread step: 2 x 2 tiles of 16
@@ -155,18 +155,20 @@ def _sums_add_products(typingctx, weight_address, weight_stride, x_address, x_st
 
 
 @intrinsic
-def _sums_store(typingctx, address):
-    """Write the four sums as one [32 outputs, 32 rows] float32 matrix at `address`."""
+def _sums_store(typingctx, address, stride):
+    """Write the four sums as one [32, 32] float32 block at `address`, rows `stride` bytes apart:
+    tile 0 holds rows 0-15 x columns 0-15, tile 1 rows 0-15 x 16-31, tile 2 rows 16-31 x 0-15,
+    tile 3 rows 16-31 x 16-31 (rows: the weight rows of _sums_add_products; columns: x's)."""
     def codegen(context, builder, signature, args):
-        def constant(value):
-            return context.get_constant(numba.types.intp, value)
-        # tile 0: outputs 0-15, rows 0-15; 1: outputs 0-15, rows 16-31; 2: outputs 16-31, rows
-        # 0-15; 3: outputs 16-31, rows 16-31. A matrix row (one output) is 32 floats = 128 bytes.
-        addresses = [builder.add(args[0], constant(offset)) for offset in (0, 64, 16 * 128, 16 * 128 + 64)]
+        base, stride_ = args
+        sixteen_rows = builder.mul(stride_, context.get_constant(numba.types.intp, ROWS))
+        sixty_four = context.get_constant(numba.types.intp, 64)
+        addresses = [base, builder.add(base, sixty_four), builder.add(base, sixteen_rows),
+                     builder.add(builder.add(base, sixteen_rows), sixty_four)]
         _asm(builder, "tilestored %tmm0, ($0,$4,1)\n tilestored %tmm1, ($1,$4,1)\n"
-                      " tilestored %tmm2, ($2,$4,1)\n tilestored %tmm3, ($3,$4,1)", addresses + [constant(128)])
+                      " tilestored %tmm2, ($2,$4,1)\n tilestored %tmm3, ($3,$4,1)", addresses + [stride_])
         return context.get_dummy_value()
-    return numba.types.void(numba.types.intp), codegen
+    return numba.types.void(numba.types.intp, numba.types.intp), codegen
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,7 +273,7 @@ def _matmul_tiles(x_blocks, m, weight_rows, scale, bias, config, out):
             _sums_zero()
             for i0 in range(0, n_in, PAIR_COLUMNS):
                 _sums_add_products(weight_base + i0 * 2, weight_stride, x_base + (i0 // 2) * BLOCK * 4, BLOCK * 4)
-            _sums_store(sums.ctypes.data)
+            _sums_store(sums.ctypes.data, BLOCK * 4)
             for r in range(min(BLOCK, m - r0)):                    # transposed back into out
                 for o in range(n_outputs):
                     out[r0 + r, o0 + o] = sums[o, r] * scale[o0 + o] + bias[o0 + o]
@@ -345,59 +347,44 @@ def linear(x2, weight_rows, scale, bias, apply_gelu, out):
 
 
 @njit(parallel=True, error_model="numpy", cache=True)
-def _attention_operands(query, key, value, query_blocks, key_rows, value_columns):
+def _attention_operands(query, key, value, query_rows, key_blocks, value_pairs):
     # query [b, h, t, d], key / value [b, h, s, d] float32, any strides ->
-    #   query_blocks [b, h, t_padded / 32, d / 2, 32] uint32: each head's query rows as _pack_x
-    #   key_rows [b, h, s_padded, d] uint16: bfloat16 keys, one key per row (zero rows past s)
-    #   value_columns [b, h, d, s_padded] uint16: bfloat16 values transposed, one feature per row
+    #   query_rows [b, h, t_padded, d] uint16: bfloat16 queries (zero rows past t)
+    #   key_blocks [b, h, s_padded / 32, d / 2, 32] uint32: each block of 32 keys as _pack_x
+    #   value_pairs [b, h, s_padded / 2, d] uint32: bfloat16 values of keys 2j (low half) and
+    #     2j + 1 (high half) side by side, as TDPBF16PS reads its right operand (zero past s)
     b, h, t, d = query.shape
     s = key.shape[2]
     for item in prange(b * h):
         bi, hi = item // h, item % h
-        for block in range(query_blocks.shape[2]):
-            _pack_rows(query[bi, hi], block * BLOCK, query_blocks[bi, hi, block])
-        for j in range(key_rows.shape[2]):
+        for r in range(query_rows.shape[2]):
             for c in range(d):
-                key_rows[bi, hi, j, c] = np.uint16(_bfloat16_bits(key[bi, hi, j, c])) if j < s else 0
-        for c in range(d):
-            for j in range(value_columns.shape[3]):
-                value_columns[bi, hi, c, j] = np.uint16(_bfloat16_bits(value[bi, hi, j, c])) if j < s else 0
+                query_rows[bi, hi, r, c] = np.uint16(_bfloat16_bits(query[bi, hi, r, c])) if r < t else 0
+        for block in range(key_blocks.shape[2]):
+            _pack_rows(key[bi, hi], block * BLOCK, key_blocks[bi, hi, block])
+        for jp in range(value_pairs.shape[2]):
+            for c in range(d):
+                low = _bfloat16_bits(value[bi, hi, 2 * jp, c]) if 2 * jp < s else np.uint32(0)
+                high = _bfloat16_bits(value[bi, hi, 2 * jp + 1, c]) if 2 * jp + 1 < s else np.uint32(0)
+                value_pairs[bi, hi, jp, c] = low | (high << np.uint32(16))
 
 
-@njit(parallel=True, cache=True)
-def _mask_columns(mask, t_padded):
-    # mask [b, t, s] -> [b, s, t_padded]: transposed (32 x 32 blocks), False in the rows past t
-    b, t, s = mask.shape
-    columns = np.zeros((b, s, t_padded), dtype=np.bool_)
-    n_row_blocks = t_padded // BLOCK
-    for item in prange(b * n_row_blocks):
-        bi, r0 = item // n_row_blocks, (item % n_row_blocks) * BLOCK
-        for j0 in range(0, s, BLOCK):
-            for r in range(r0, min(r0 + BLOCK, t)):
-                for j in range(j0, min(j0 + BLOCK, s)):
-                    columns[bi, j, r] = mask[bi, r, j]
-    return columns
-
-
-@njit(parallel=True, error_model="numpy", cache=True)
-def _attention_tiles(query_blocks, key_rows, value_columns, mask_columns, extent, scale, head_scale, config, out):
-    # Operands from _attention_operands; mask_columns [b, s, t_padded] bool (the mask transposed:
-    # True = the query row may attend to the key; False past t), extent [b, t]
+@njit(parallel=True, fastmath=_REDUCE, error_model="numpy", cache=True)
+def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, head_scale, config, out):
+    # Operands from _attention_operands; mask [b, t, s] bool (True = may attend), extent [b, t]
     # (1 + the last key each query row may see), head_scale [h] -> out [b, h, t, d].
-    # Work item: one batch row, head and block of 32 query rows, through three steps on keys
+    # Work item: one batch row, head and block of 32 query rows, in three steps over keys
     # 0 .. n (n: the last key the block may see, rounded up to 32):
-    #   1. scores.T [n, 32] = keys [n, d] @ query.T [d, 32]          (AMX, 32 keys at a time)
-    #   2. masked softmax down each column (one query row), 32 rows side by side, unnormalised;
-    #      the weights are rounded to bfloat16 pairs for step 3 and summed as rounded
-    #   3. out.T [d, 32] = values.T [d, n] @ weights [n, 32]            (AMX, 32 features at a time)
-    #      then out [32, d] = out.T.T * head_scale / (the row's sum of weights)
-    b, h, n_blocks, half_d, _ = query_blocks.shape
-    d = 2 * half_d
+    #   1. scores [32, n] = queries [32, d] @ keys.T [d, n]         (AMX, 32 keys at a time)
+    #   2. masked softmax along each row, unnormalised: weights rounded to bfloat16, summed as
+    #      rounded (so that each row's weights sum to exactly what divides it)
+    #   3. out [32, d] = weights [32, n] @ values [n, d]            (AMX, 32 features at a time)
+    #      times head_scale / (the row's sum)
+    b, h, t_padded, d = query_rows.shape
     t = out.shape[2]
-    s_padded = key_rows.shape[2]
-    s = mask_columns.shape[1]
-    key_stride = d * 2                         # bytes from one key row to the next
-    value_stride = s_padded * 2                # bytes from one value feature row to the next
+    n_blocks = t_padded // BLOCK
+    query_stride = d * 2                       # bytes from one query row to the next
+    value_stride = d * 4                       # bytes from one value pair row to the next
     for item in prange(b * h * n_blocks):
         bi, hi, r0 = item // (h * n_blocks), (item // n_blocks) % h, (item % n_blocks) * BLOCK
         rows = min(BLOCK, t - r0)
@@ -409,48 +396,47 @@ def _attention_tiles(query_blocks, key_rows, value_columns, mask_columns, extent
             continue
         n_padded = _padded(n, BLOCK)
         _tiles_configure(config.ctypes.data)
-        scores = np.empty((n_padded, BLOCK), dtype=np.float32)           # [key, query row]
+        scores = np.empty((BLOCK, n_padded), dtype=np.float32)          # [query row, key]
+        weights = np.zeros((BLOCK, n_padded), dtype=np.uint16)          # bfloat16 bits
+        total = np.zeros(BLOCK, dtype=np.float32)
+        row_lanes = np.empty(16, dtype=np.float32)                     # _row_max's scratch
         # step 1
-        key_base = key_rows[bi, hi].ctypes.data
-        query_base = query_blocks[bi, hi, r0 // BLOCK].ctypes.data
+        query_base = query_rows[bi, hi, r0:].ctypes.data
         for j0 in range(0, n_padded, BLOCK):
+            key_base = key_blocks[bi, hi, j0 // BLOCK].ctypes.data
             _sums_zero()
             for i0 in range(0, d, PAIR_COLUMNS):
-                _sums_add_products(key_base + j0 * key_stride + i0 * 2, key_stride,
-                                   query_base + (i0 // 2) * BLOCK * 4, BLOCK * 4)
-            _sums_store(scores.ctypes.data + j0 * BLOCK * 4)
-        # step 2: scale, mask (masked keys -inf) and the max of each column
-        row_max = np.full(BLOCK, -np.inf, dtype=np.float32)
-        for j in range(n_padded):
-            visible_row = mask_columns[bi, min(j, s - 1)]
-            for r in range(BLOCK):
-                value = scores[j, r] * scale if (j < n and visible_row[r0 + r]) else np.float32(-np.inf)
-                scores[j, r] = value
-                row_max[r] = max(row_max[r], value)
-        for r in range(BLOCK):
-            if row_max[r] == -np.inf:          # a row that sees no key: all weights 0 (not NaN)
-                row_max[r] = 0.0
-        weights = np.empty((n_padded // 2, BLOCK), dtype=np.uint32)    # [key pair, query row]
-        total = np.zeros(BLOCK, dtype=np.float32)
-        for jp in range(n_padded // 2):
-            for r in range(BLOCK):
-                low = _bfloat16_bits(_exp(scores[2 * jp, r] - row_max[r]))
-                high = _bfloat16_bits(_exp(scores[2 * jp + 1, r] - row_max[r]))
-                total[r] += _bits_to_float32(low << np.uint32(16)) + _bits_to_float32(high << np.uint32(16))
-                weights[jp, r] = low | (high << np.uint32(16))
+                _sums_add_products(query_base + i0 * 2, query_stride, key_base + (i0 // 2) * BLOCK * 4, BLOCK * 4)
+            _sums_store(scores.ctypes.data + j0 * 4, n_padded * 4)
+        # step 2, one row at a time; rows past t keep zero weights
+        for r in range(rows):
+            x = scores[r]
+            row_mask = mask[bi, r0 + r]
+            for j in range(n):                 # scale, -inf on masked keys
+                x[j] = x[j] * scale if row_mask[j] else np.float32(-np.inf)
+            row_max = _row_max(x, n, row_lanes)
+            if row_max == -np.inf:             # the row sees no key: weights stay 0
+                continue
+            row_total = np.float32(0.0)
+            for j in range(n):
+                bits = _bfloat16_bits(_exp(x[j] - row_max))
+                weights[r, j] = np.uint16(bits)
+                row_total += _bits_to_float32(bits << np.uint32(16))
+            total[r] = row_total
         # step 3
-        value_base = value_columns[bi, hi].ctypes.data
-        block_out = np.empty((BLOCK, BLOCK), dtype=np.float32)         # [feature, query row]
+        weight_base = weights.ctypes.data
+        value_base = value_pairs[bi, hi].ctypes.data
+        block_out = np.empty((BLOCK, BLOCK), dtype=np.float32)         # [query row, feature]
         for c0 in range(0, d, BLOCK):
             _sums_zero()
             for j0 in range(0, n_padded, PAIR_COLUMNS):
-                _sums_add_products(value_base + c0 * value_stride + j0 * 2, value_stride,
-                                   weights.ctypes.data + (j0 // 2) * BLOCK * 4, BLOCK * 4)
-            _sums_store(block_out.ctypes.data)
+                _sums_add_products(weight_base + j0 * 2, n_padded * 2,
+                                   value_base + (j0 // 2) * value_stride + c0 * 4, value_stride)
+            _sums_store(block_out.ctypes.data, BLOCK * 4)
             for r in range(rows):
                 factor = head_scale[hi] / total[r] if total[r] > 0 else np.float32(0.0)
                 for c in range(BLOCK):
-                    out[bi, hi, r0 + r, c0 + c] = block_out[c, r] * factor
+                    out[bi, hi, r0 + r, c0 + c] = block_out[r, c] * factor
         _tiles_release()
 
 
@@ -459,18 +445,18 @@ def attention(query, key, value, mask, scale, head_scale):
     softmax weights rounded to bfloat16, sums and the softmax in float32.
 
     query [b, h, t, d], key / value [b, h, s, d] float32 (d a multiple of 32), mask [b, t, s]
-    bool C-contiguous, head_scale [h] -> out [b, h, t, d]. Masked keys get weight exactly 0;
-    the caller zeroes non-finite values in keys no query sees (0 * NaN is NaN).
+    bool, head_scale [h] -> out [b, h, t, d]. Masked keys get weight exactly 0; the caller zeroes
+    non-finite values in keys no query sees (0 * NaN is NaN).
     """
     if not available():
         raise RuntimeError("amx.attention called on a machine without AMX (check amx.available())")
     b, h, t, d = query.shape
     s = key.shape[2]
-    query_blocks = np.empty((b, h, _padded(t, BLOCK) // BLOCK, d // 2, BLOCK), dtype=np.uint32)
-    key_rows = np.empty((b, h, _padded(s, BLOCK), d), dtype=np.uint16)
-    value_columns = np.empty((b, h, d, _padded(s, BLOCK)), dtype=np.uint16)
-    _attention_operands(query, key, value, query_blocks, key_rows, value_columns)
+    query_rows = np.empty((b, h, _padded(t, BLOCK), d), dtype=np.uint16)
+    key_blocks = np.empty((b, h, _padded(s, BLOCK) // BLOCK, d // 2, BLOCK), dtype=np.uint32)
+    value_pairs = np.empty((b, h, _padded(s, BLOCK) // 2, d), dtype=np.uint32)
+    _attention_operands(query, key, value, query_rows, key_blocks, value_pairs)
     out = np.empty((b, h, t, d), dtype=np.float32)
-    _attention_tiles(query_blocks, key_rows, value_columns, _mask_columns(mask, _padded(t, BLOCK)),
-                     _visible_extent(mask), np.float32(scale), head_scale, _CONFIG, out)
+    _attention_tiles(query_rows, key_blocks, value_pairs, mask, _visible_extent(mask), np.float32(scale),
+                     head_scale, _CONFIG, out)
     return out
