@@ -256,7 +256,7 @@ def _matmul_tiles(x_blocks, m, weight_rows, scale, bias, config, out):
     n_row_blocks, n_pairs, _ = x_blocks.shape
     n_out = out.shape[1]
     n_in = 2 * n_pairs
-    n_blocks = weight_rows.shape[0] // BLOCK
+    n_blocks = weight_rows.shape[0] // BLOCK         # full blocks only (see _products_past_blocks)
     per_chunk = CHUNK_ROWS // BLOCK
     n_chunks = (n_row_blocks + per_chunk - 1) // per_chunk
     weight_stride = n_in * 2                      # bytes from one weight row to the next
@@ -280,10 +280,34 @@ def _matmul_tiles(x_blocks, m, weight_rows, scale, bias, config, out):
         _tiles_release()
 
 
+@njit(error_model="numpy", fastmath=_REDUCE, cache=True)
+def _products_past_blocks(x_blocks, m, weight_rows, first, scale, bias, out):
+    # the outputs first .. n_out that _matmul_tiles leaves (fewer than 32), from the same
+    # bfloat16 operands: out[r, o] = sum_i x_pair_i . weight_rows[o, 2i : 2i + 2] * scale + bias
+    n_pairs = x_blocks.shape[1]
+    for o in range(first, out.shape[1]):
+        for r in range(m):
+            pairs = x_blocks[r // BLOCK, :, r % BLOCK]
+            total = np.float32(0.0)
+            for i in range(n_pairs):
+                x_low = _bits_to_float32(pairs[i] << np.uint32(16))
+                x_high = _bits_to_float32(pairs[i] & np.uint32(0xFFFF0000))
+                total += (x_low * _bits_to_float32(np.uint32(weight_rows[o, 2 * i]) << np.uint32(16))
+                          + x_high * _bits_to_float32(np.uint32(weight_rows[o, 2 * i + 1]) << np.uint32(16)))
+            out[r, o] = total * scale[o] + bias[o]
+
+
 @njit(inline="always")
 def _padded(n, multiple):
     # n rounded up to a multiple of `multiple`
     return (n + multiple - 1) // multiple * multiple
+
+
+def uses_weight_as_stored(weight):
+    """Whether `bfloat16_weight_rows(weight)` is the stored array itself (nothing converted per call)."""
+    from .quantize import PackedWeight                 # noqa: PLC0415 (kernels imports this module)
+    return (isinstance(weight, PackedWeight) and weight.storage == "bfloat16" and weight.rows_are_outputs
+            and weight.data.shape[1] % PAIR_COLUMNS == 0)
 
 
 # float32 weights converted once: id(weight) -> (rows, None), dropped with the weight
@@ -293,7 +317,8 @@ _converted_float32 = {}
 def bfloat16_weight_rows(weight):
     """A linear weight as bfloat16 rows for `linear`: ([n_out_padded, n_in_padded] uint16, scale).
 
-    A packed bfloat16 weight whose sizes are multiples of 32 is used as stored (no copy). Packed
+    A packed bfloat16 weight whose n_in is a multiple of 32 is used as stored, however many rows
+    (no copy; `linear` computes the outputs past the last full block of 32 apart). Packed
     int8 (exact in bfloat16; its scale [n_out] is returned) and float16 are converted for this
     call: a pass without a transpose. A float32 weight ([n_in, n_out], the checkpoint's layout,
     or a transposed view such as wte.T) is transposed and rounded, which costs about 10 ms per
@@ -305,7 +330,7 @@ def bfloat16_weight_rows(weight):
     n_in, n_out = weight.shape
     shape = (_padded(n_out, BLOCK), _padded(n_in, PAIR_COLUMNS))
     if isinstance(weight, PackedWeight) and weight.rows_are_outputs:
-        if weight.storage == "bfloat16" and weight.data.shape == shape:
+        if uses_weight_as_stored(weight):
             return weight.data, None
         rows = np.empty(shape, dtype=np.uint16)
         data = weight.data.view(np.int16) if weight.storage == "float16" else weight.data
@@ -325,8 +350,8 @@ def bfloat16_weight_rows(weight):
 
 def linear(x2, weight_rows, scale, bias, apply_gelu, out):
     """out [m, n_out] = gelu?((x2 [m, n_in] @ W) * scale + bias), W given by
-    `bfloat16_weight_rows` as weight_rows [n_out_padded, n_in_padded]; scale [n_out] (ones if
-    None), bias [n_out] float32. Both operands rounded to bfloat16, sums in float32."""
+    `bfloat16_weight_rows` as weight_rows [>= n_out, n_in_padded]; scale [n_out] (ones if None),
+    bias [n_out] float32. Both operands rounded to bfloat16, sums in float32."""
     if not available():
         raise RuntimeError("amx.linear called on a machine without AMX (check amx.available())")
     m, n_in = x2.shape
@@ -337,6 +362,9 @@ def linear(x2, weight_rows, scale, bias, apply_gelu, out):
     if scale is None:
         scale = _ones(out.shape[1])
     _matmul_tiles(x_blocks, m, weight_rows, scale, bias, _CONFIG, out)
+    first_left = weight_rows.shape[0] // BLOCK * BLOCK
+    if first_left < out.shape[1]:                 # rows past the last full block (an unpadded stored weight)
+        _products_past_blocks(x_blocks, m, weight_rows, first_left, scale, bias, out)
     if apply_gelu:       # a pass of its own: inside the kernel's transposing loop it did not vectorise
         _gelu_inplace[False](out.reshape(-1))
     return out

@@ -214,11 +214,23 @@ def get_float32_matmul_precision():
     return _float32_matmul_precision
 
 
-def _bfloat16_tiles_allowed(m):
-    """Whether linear() on m rows takes the AMX bfloat16 path (amx.py)."""
-    if _float32_matmul_precision != "medium" or m <= PACKED_MATVEC_MAX_ROWS:
+# With matmul precision "medium", a packed bfloat16 weight (nothing to convert per call) takes the
+# AMX kernel from this many rows (a batched decode step) on. Whole decode steps of GPT-2 124M in
+# bfloat16, "highest" and "medium" alternated three times in one process (median step, tok/s):
+# 16 rows 216-318 vs 296-573; 8 rows 178-260 vs 152-312, no clear winner, so 8 stays float32.
+AMX_STORED_MIN_ROWS = 16
+
+
+def _bfloat16_tiles_allowed(m, weight=None):
+    """Whether linear() on m rows of `weight` (attention: weight None) takes the AMX path
+    (amx.py): matmul precision "medium" on a CPU with AMX, and a prefill (more than
+    PACKED_MATVEC_MAX_ROWS rows) or a batch of AMX_STORED_MIN_ROWS+ rows over a weight used as
+    stored. One-row decode steps stay float32: they are bound by memory, not arithmetic."""
+    if _float32_matmul_precision != "medium" or m < AMX_STORED_MIN_ROWS:
         return False
     from . import amx                              # noqa: PLC0415 (amx imports this module)
+    if m <= PACKED_MATVEC_MAX_ROWS and not (weight is not None and amx.uses_weight_as_stored(weight)):
+        return False
     return amx.available()
 
 
@@ -661,7 +673,7 @@ def _linear(x, weight, bias, apply_gelu):
         raise ValueError(f"weight must have shape ({x2.shape[1]}, n_out) for x of shape "
                          f"{tuple(lead) + (x2.shape[1],)}, got {shape}")
     n_out = shape[1]
-    if _bfloat16_tiles_allowed(x2.shape[0]):
+    if _bfloat16_tiles_allowed(x2.shape[0], weight):
         from . import amx                          # noqa: PLC0415 (amx imports this module)
         out = np.empty((x2.shape[0], n_out), dtype=np.float32)
         weight_rows, scale = amx.bfloat16_weight_rows(weight)

@@ -132,18 +132,26 @@ def test_attention_ignores_nonfinite_padding_keys(medium):
 
 
 @needs_amx
-def test_medium_reaches_amx_only_for_prefill(medium, monkeypatch):
+def test_medium_reaches_amx_for_prefills_and_batches_over_stored_bfloat16(medium, monkeypatch):
     calls = []
-    monkeypatch.setattr(amx, "linear", lambda *args: calls.append("linear") or args[-1])
+    monkeypatch.setattr(amx, "linear", lambda *args: calls.append(args[0].shape[0]) or args[-1])
     rng = np.random.default_rng(0)
-    w = rng.standard_normal((64, 64)).astype(np.float32)
-    kernels.linear(rng.standard_normal((kernels.PACKED_MATVEC_MAX_ROWS, 64)), w, None)    # decode-sized
+    w = rng.standard_normal((64, 96)).astype(np.float32)
+    packed = {storage: PackedWeight.pack(w, storage) for storage in ("bfloat16", "int8")}
+    limit = kernels.PACKED_MATVEC_MAX_ROWS
+    for m in (1, kernels.AMX_STORED_MIN_ROWS - 1, limit):      # decode-sized: float32 kernels
+        kernels.linear(rng.standard_normal((m, 64)), w, None)
+        kernels.linear(rng.standard_normal((m, 64)), packed["int8"], None)   # would be converted per call
+    kernels.linear(rng.standard_normal((1, 64)), packed["bfloat16"], None)
     assert calls == []
-    kernels.linear(rng.standard_normal((kernels.PACKED_MATVEC_MAX_ROWS + 1, 64)), w, None)
-    assert calls == ["linear"]
+    # a batch over a bfloat16 weight used as stored: AMX from AMX_STORED_MIN_ROWS rows on
+    kernels.linear(rng.standard_normal((kernels.AMX_STORED_MIN_ROWS, 64)), packed["bfloat16"], None)
+    kernels.linear(rng.standard_normal((limit + 1, 64)), w, None)                # a prefill: any weight
+    kernels.linear(rng.standard_normal((limit + 1, 64)), packed["int8"], None)
+    assert calls == [kernels.AMX_STORED_MIN_ROWS, limit + 1, limit + 1]
     kernels.set_float32_matmul_precision("highest")
     kernels.linear(rng.standard_normal((100, 64)), w, None)
-    assert calls == ["linear"]
+    assert len(calls) == 3
 
 
 def test_medium_without_amx_changes_nothing(monkeypatch):
@@ -199,3 +207,23 @@ def test_model_prefill_within_bfloat16_drift_and_decode_unchanged(model_folder, 
     exact_step = model(ids[:, :1], attention_mask=np.concatenate([attention_mask, np.ones((2, 1), int)], axis=1),
                        past_key_values=exact.past_key_values)
     assert np.abs(step.logits - exact_step.logits).max() < 3e-2 * np.abs(exact_step.logits).max()
+
+
+@needs_amx
+def test_batched_decode_over_bfloat16_weights(model_folder):
+    """A batch of AMX_STORED_MIN_ROWS sequences decoded together over bfloat16 weights takes the
+    AMX kernel in "medium" and stays within bfloat16 drift of the float32 products."""
+    model = GPT2LMHeadModel.from_pretrained(model_folder, dtype="bfloat16")
+    ids = np.random.default_rng(6).integers(0, 512, size=(kernels.AMX_STORED_MIN_ROWS, 20))
+    prompt = model(ids, use_cache=True)
+    step_ids = prompt.logits[:, -1].argmax(-1)[:, None]
+    exact = model(step_ids, past_key_values=prompt.past_key_values).logits
+    prompt = model(ids, use_cache=True)                      # a fresh cache for the second step
+    kernels.set_float32_matmul_precision("medium")
+    try:
+        fast = model(step_ids, past_key_values=prompt.past_key_values).logits
+    finally:
+        kernels.set_float32_matmul_precision("highest")
+    drift = np.abs(fast - exact).max() / np.abs(exact).max()
+    assert 1e-7 < drift < 2e-2
+    assert (fast.argmax(-1) == exact.argmax(-1)).mean() >= 0.75
