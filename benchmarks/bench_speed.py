@@ -7,7 +7,8 @@ turns, so the numbers in one table are measured side by side:
   dtypes  GPT-2 124M, numba backend with float32 / bfloat16 / float16 / int8 weights (float32
           compute) and transformers float32: prefill 512/1024 tok/s, decode tok/s (batch 1),
           load time, RSS; plus the weight bytes streamed per token and the GB/s that implies.
-  batch   GPT-2 124M decode throughput (all rows' tokens/s) at batch 1, 2, 4, 8, 16.
+  batch   GPT-2 124M decode throughput (all rows' tokens/s) at batch 1, 2, 4, 8, 16
+          (--batch-matmul-precision medium: with bfloat16 products where amx.py takes them).
   sizes   every preset (distilgpt2 ... gpt2-xl): load time, RSS, decode tok/s and GB/s, float32
           and bfloat16.
   prefill GPT-2 124M prefill tok/s at 128 / 512 / 1024 tokens: numba with float32, bfloat16 and
@@ -66,7 +67,8 @@ def batch_table(args, log):
     batches = [1, 2, 4, 8] if args.quick else [1, 2, 4, 8, 16]
     rows = []
     for dtype in args.batch_dtypes:
-        columns = {f"batch {b}": spec("gpt2", dtype=dtype, batch=b) for b in batches}
+        columns = {f"batch {b}": spec("gpt2", dtype=dtype, batch=b, matmul_precision=args.batch_matmul_precision)
+                   for b in batches}
         results = bench.run_columns(columns, [], args.new_tokens, repeats=args.repeats, rounds=args.rounds,
                                     threads=args.threads, log=log)
         base = results["batch 1"]
@@ -131,6 +133,8 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=SIZES, choices=SIZES)
     parser.add_argument("--size-dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--batch-dtypes", nargs="+", default=["float32"])
+    parser.add_argument("--batch-matmul-precision", default="highest", choices=("highest", "high", "medium"),
+                        help="the batch table's matmul precision (medium: batches of 16+ over bfloat16 on AMX)")
     parser.add_argument("--no-transformers", action="store_true")
     args = parser.parse_args()
     args.new_tokens = args.new_tokens or (32 if args.quick else 128)

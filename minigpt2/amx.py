@@ -1,31 +1,33 @@
-"""Prefill matrix products on Intel AMX tiles: bfloat16 products, float32 sums.
+"""Matrix products on Intel AMX tiles: bfloat16 products, float32 sums, for prefill.
 
 Used only when the user allows bfloat16 products, as in PyTorch:
 
     minigpt2.set_float32_matmul_precision("medium")
 
 and only where the CPU has AMX (Intel Xeon from Sapphire Rapids on) and Linux lets this process
-use it (`available()`). Everywhere else `linear` computes in float32 as always.
+use it (`available()`). Everywhere else `kernels.linear` and `kernels.attention` compute in
+float32 as always; kernels.py decides which calls come here (`_bfloat16_tiles_allowed`).
 
 AMX is a second register file of eight "tiles", each up to 16 rows of 64 bytes, and one
 instruction, TDPBF16PS, that multiplies a 16x32 bfloat16 tile by a 32x16 one and adds the 16x16
-float32 result to a third tile: 8,192 multiply-adds, where an AVX-512 FMA does 16. A prefill
-matmul x [m, n_in] @ W [n_in, n_out] is computed here as its transpose,
+float32 result to a third tile: 8,192 multiply-adds, where an AVX-512 FMA does 16. The left
+operand is read as plain rows; the right one must hold pairs of consecutive inputs side by side
+(its row i = inputs 2i and 2i + 1 of 16 columns, as uint32). Every product here keeps four 16x16
+sums (a 32 x 32 block) in tiles 0-3 and adds, per 32 inputs, two left tiles (4, 5) times two
+right tiles (6, 7): `_sums_add_products`.
 
-    out.T [n_out, m] = W.T [n_out, n_in] @ x.T [n_in, m]
+* `linear`: x [m, n_in] @ W [n_in, n_out] is computed as its transpose, out.T = W.T @ x.T, so that
+  the left operand is the weight stored one output channel per row ([n_out, n_in], as
+  quantize.PackedWeight keeps it): a bfloat16 weight is read where it lies, with no copy. x is
+  rounded to bfloat16 and laid out as input pairs, 32 rows to a block (`_pack_x`); each 32 x 32
+  block of sums is written back transposed, with the int8 scale and the bias.
+* `attention`: per head and block of 32 query rows, scores = q @ k.T (queries on the left, keys
+  packed as x is), a masked softmax along each row in float32, weights rounded to bfloat16, then
+  out = weights @ v (weights on the left, values as pairs of consecutive keys).
 
-because the left operand of TDPBF16PS is read as plain rows, and the packed bfloat16 weights are
-already stored one output channel per row ([n_out, n_in], quantize.PackedWeight): a tile of 16
-weight rows is loaded straight from the stored matrix. The right operand must hold pairs of
-consecutive inputs side by side (row i of the tile = inputs 2i and 2i+1 of 16 columns), which
-for x.T is x itself rounded to bfloat16 and read as uint32 pairs, then transposed
-(`_pack_x`). Each thread keeps four 16x16 sums (32 outputs by 32 rows of x) in tiles 0-3, loads
-two weight tiles (4, 5) and two x tiles (6, 7) per 32 inputs, and finishes each 32x32 block with
-the int8 scale, bias and GELU while writing it, transposed back, into out [m, n_out].
-
-The instructions are written as inline assembly in Numba intrinsics (LLVM has the mnemonics;
-Numba's JIT needs its assembly parser switched on). Precision: both operands are rounded to
-bfloat16 (8 significant bits) and each product is exact in float32; the sums are float32.
+The instructions are inline assembly in Numba intrinsics (LLVM knows the mnemonics; Numba's JIT
+needs its assembly parser switched on). Precision: both operands of every product are rounded
+to bfloat16 (8 significant bits); each product is exact in float32 and the sums are float32.
 """
 
 import ctypes
