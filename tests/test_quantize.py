@@ -87,12 +87,14 @@ def test_float16_widening_is_exact_for_every_bit_pattern(conversion):
 @pytest.mark.parametrize("serial", [False, True])
 @pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize("rows", [1, 3, 6, kernels.PACKED_MATVEC_MAX_ROWS, kernels.PACKED_MATVEC_MAX_ROWS + 5])
-def test_linear_on_packed_weights(storage, rows, serial, monkeypatch):
+# n_in: fewer inputs than one 16-wide vector of the int8 loop (kernels.DOT_LANES), and 4 vectors + 3
+@pytest.mark.parametrize("n_in", [kernels.DOT_LANES - 5, 4 * kernels.DOT_LANES + 3])
+def test_linear_on_packed_weights(storage, rows, serial, n_in, monkeypatch):
     monkeypatch.setattr(kernels, "SERIAL_MAX_ELEMENTS", 1 << 62 if serial else 0)
     monkeypatch.setattr(kernels, "BESIDE_BLAS_SERIAL", serial)
     rng = np.random.default_rng(rows)
-    x = rng.standard_normal((rows, 67)).astype(np.float32)
-    packed = PackedWeight.pack(rng.standard_normal((67, 45)).astype(np.float32), storage)
+    x = rng.standard_normal((rows, n_in)).astype(np.float32)
+    packed = PackedWeight.pack(rng.standard_normal((n_in, 45)).astype(np.float32), storage)
     bias = rng.standard_normal(45).astype(np.float32)
     dequantized = np.asarray(packed).astype(np.float64)
     expected = x @ dequantized + bias
@@ -100,7 +102,7 @@ def test_linear_on_packed_weights(storage, rows, serial, monkeypatch):
     gelu = kernels.gelu_new_naive(expected.astype(np.float32).ravel()).reshape(expected.shape)
     assert rel_err(kernels.linear_gelu(x, packed, bias), gelu) < 1e-5
     # the tied LM head: h @ wte.T with wte packed as rows, no bias
-    wte = PackedWeight.pack(rng.standard_normal((45, 67)).astype(np.float32), storage, rows_are_outputs=False)
+    wte = PackedWeight.pack(rng.standard_normal((45, n_in)).astype(np.float32), storage, rows_are_outputs=False)
     assert rel_err(kernels.linear(x, wte.T, None), x @ np.asarray(wte).astype(np.float64).T) < 1e-5
 
 
