@@ -557,66 +557,97 @@ def _widen_by_type(raw):
 DOT_LANES = 16
 
 
+def _emit_int8_dot_loop(context, builder, x_addresses, weight_addresses, n):
+    """LLVM IR for sums[a][b] = x_a[:n] . float(weights_b[:n]), the x rows float32 and the weight
+    rows int8 at the given addresses (int64), n a multiple of DOT_LANES; returns the sums, row by
+    row, as float32 values. One <16 x float> running sum per pair, reduced at the end."""
+    ir = llvmlite.ir
+    float_type, int64 = ir.FloatType(), ir.IntType(64)
+    vector = ir.VectorType(float_type, DOT_LANES)
+    bytes_type = ir.VectorType(ir.IntType(8), DOT_LANES)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+    start = builder.block
+    loop = builder.append_basic_block("int8_dot.loop")
+    done = builder.append_basic_block("int8_dot.done")
+    zero = ir.Constant(vector, [0.0] * DOT_LANES)
+    builder.cbranch(builder.icmp_signed(">", n, ir.Constant(int64, 0)), loop, done)
+    builder.position_at_end(loop)                          # for i in range(0, n, 16):
+    i = builder.phi(int64)
+    sums = [[builder.phi(vector) for _ in weight_addresses] for _ in x_addresses]
+    x_vectors = [builder.load(builder.inttoptr(builder.add(address, builder.mul(i, ir.Constant(int64, 4))),
+                                               vector.as_pointer()), align=4) for address in x_addresses]
+    weight_vectors = [builder.sitofp(builder.load(builder.inttoptr(builder.add(address, i), bytes_type.as_pointer()),
+                                                  align=1), vector) for address in weight_addresses]
+    updated = [[builder.call(fma, [x_vector, weights, running])    # sums[a][b] += x_a[i:i+16] * w_b[i:i+16]
+                for weights, running in zip(weight_vectors, row)] for x_vector, row in zip(x_vectors, sums)]
+    i_next = builder.add(i, ir.Constant(int64, DOT_LANES))
+    i.add_incoming(ir.Constant(int64, 0), start)
+    i.add_incoming(i_next, loop)
+    for row, new_row in zip(sums, updated):
+        for running, new in zip(row, new_row):
+            running.add_incoming(zero, start)
+            running.add_incoming(new, loop)
+    builder.cbranch(builder.icmp_signed("<", i_next, n), loop, done)
+    builder.position_at_end(done)
+    finals = []
+    for new_row in updated:                                # (phi nodes first in a block, then the sums)
+        for new in new_row:
+            final = builder.phi(vector)
+            final.add_incoming(zero, start)
+            final.add_incoming(new, loop)
+            finals.append(final)
+    add_up = cgutils.get_or_insert_function(builder.module, ir.FunctionType(float_type, [float_type, vector]),
+                                            "llvm.vector.reduce.fadd.v16f32")
+    return [builder.call(add_up, [ir.Constant(float_type, 0.0), final], fastmath=("reassoc",)) for final in finals]
+
+
+def _row_addresses(context, builder, array_type, array_value, first_row, count):
+    """The int64 addresses of rows first_row .. first_row + count of a 2D (or 1D: count 1) array."""
+    int64 = llvmlite.ir.IntType(64)
+    array = context.make_array(array_type)(context, builder, array_value)
+    base = builder.ptrtoint(array.data, int64)
+    if array_type.ndim == 1:
+        return [base]
+    row_bytes = builder.extract_value(array.strides, 0)
+    return [builder.add(base, builder.mul(row_bytes, builder.add(first_row, llvmlite.ir.Constant(int64, k))))
+            for k in range(count)]
+
+
 @intrinsic
 def _dot_rows4_int8(typingctx, x, data, first_row, n):
-    """_dot_rows4 for int8 rows, as an LLVM loop over explicit 16-wide vectors.
+    """_dot_rows4 for int8 rows: an LLVM loop over explicit 16-wide vectors.
 
     Numba's own loops are vectorised 8 wide on this CPU (LLVM prefers 256-bit vectors on Intel's
     AVX-512 cores), and a one-row decode step over int8 weights is bound by the widening
     arithmetic more than by memory. With 16-wide vectors, one int8 matrix-vector product over
     100 MB went from 16.7 to 19.3 GB/s, and whole int8 decode steps of GPT-2 124M were faster in
-    7 of 7 alternations (+0-40%, BENCHMARKS.md). The same loop for bfloat16 was slower in 5 of 7
-    and mixed for float16, so those keep Numba's loop. Each row's sum is a vector of 16 running
-    sums, added up at the end.
+    every alternation (BENCHMARKS.md). The same loop for bfloat16 was slower in 5 of 7 and
+    mixed for float16, so those keep Numba's loop.
     """
     def codegen(context, builder, signature, args):
         x_value, data_value, first_row_, n_ = args
-        ir = llvmlite.ir
-        float_type, int64 = ir.FloatType(), ir.IntType(64)
-        vector = ir.VectorType(float_type, DOT_LANES)
-        x_array = context.make_array(signature.args[0])(context, builder, x_value)
-        data_array = context.make_array(signature.args[1])(context, builder, data_value)
-        x_address = builder.ptrtoint(x_array.data, int64)
-        row_bytes = builder.extract_value(data_array.strides, 0)
-        first_address = builder.add(builder.ptrtoint(data_array.data, int64), builder.mul(first_row_, row_bytes))
-        bytes_type = ir.VectorType(ir.IntType(8), DOT_LANES)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
-        start = builder.block
-        loop = builder.append_basic_block("dot_rows4.loop")
-        done = builder.append_basic_block("dot_rows4.done")
-        zero = ir.Constant(vector, [0.0] * DOT_LANES)
-        builder.cbranch(builder.icmp_signed(">", n_, ir.Constant(int64, 0)), loop, done)
-        builder.position_at_end(loop)                     # for i in range(0, n, 16):
-        i = builder.phi(int64)
-        sums = [builder.phi(vector) for _ in range(4)]
-        x_vector = builder.load(builder.inttoptr(builder.add(x_address, builder.mul(i, ir.Constant(int64, 4))),
-                                                 vector.as_pointer()), align=4)
-        updated = []
-        for k in range(4):                                #   sums[k] += x[i:i+16] * data[first_row + k, i:i+16]
-            address = builder.add(builder.add(first_address, builder.mul(row_bytes, ir.Constant(int64, k))), i)
-            weights = builder.sitofp(builder.load(builder.inttoptr(address, bytes_type.as_pointer()), align=1), vector)
-            updated.append(builder.call(fma, [x_vector, weights, sums[k]]))
-        i_next = builder.add(i, ir.Constant(int64, DOT_LANES))
-        i.add_incoming(ir.Constant(int64, 0), start)
-        i.add_incoming(i_next, loop)
-        for running, new in zip(sums, updated):
-            running.add_incoming(zero, start)
-            running.add_incoming(new, loop)
-        builder.cbranch(builder.icmp_signed("<", i_next, n_), loop, done)
-        builder.position_at_end(done)
-        finals = []
-        for new in updated:                               # (phi nodes first in a block, then the sums)
-            final = builder.phi(vector)
-            final.add_incoming(zero, start)
-            final.add_incoming(new, loop)
-            finals.append(final)
-        add_up = cgutils.get_or_insert_function(builder.module, ir.FunctionType(float_type, [float_type, vector]),
-                                                "llvm.vector.reduce.fadd.v16f32")
-        totals = [builder.call(add_up, [ir.Constant(float_type, 0.0), final], fastmath=("reassoc",))
-                  for final in finals]
+        zero = llvmlite.ir.Constant(llvmlite.ir.IntType(64), 0)
+        totals = _emit_int8_dot_loop(context, builder,
+                                     _row_addresses(context, builder, signature.args[0], x_value, zero, 1),
+                                     _row_addresses(context, builder, signature.args[1], data_value, first_row_, 4), n_)
         return context.make_tuple(builder, signature.return_type, totals)
 
     return numba.types.UniTuple(numba.types.float32, 4)(x, data, numba.types.intp, numba.types.intp), codegen
+
+
+@intrinsic
+def _dot_tile4x4_int8(typingctx, x, first_x_row, data, first_row, n):
+    """Sums x[first_x_row + a, :n] . data[first_row + b, :n] for a, b = 0..3 (int8 rows), as a
+    16-tuple s<a><b>: the batched decode kernel's 4 x 4 register tile in 16-wide vectors."""
+    def codegen(context, builder, signature, args):
+        x_value, first_x_row_, data_value, first_row_, n_ = args
+        totals = _emit_int8_dot_loop(context, builder,
+                                     _row_addresses(context, builder, signature.args[0], x_value, first_x_row_, 4),
+                                     _row_addresses(context, builder, signature.args[2], data_value, first_row_, 4), n_)
+        return context.make_tuple(builder, signature.return_type, totals)
+
+    intp = numba.types.intp
+    return numba.types.UniTuple(numba.types.float32, 16)(x, intp, data, intp, intp), codegen
 
 
 def _dot_rows4(x, data, first_row, n):
@@ -639,6 +670,34 @@ def _dot_rows4_by_type(x, data, first_row, n):
             s0 += v * _widen(data[first_row, i]); s1 += v * _widen(data[first_row + 1, i])       # noqa: E702
             s2 += v * _widen(data[first_row + 2, i]); s3 += v * _widen(data[first_row + 3, i])   # noqa: E702
         return s0, s1, s2, s3
+    return loops
+
+
+def _dot_tile4x4(x, first_x_row, data, first_row, n):
+    """Sums x[first_x_row + a, :n] . widen(data[first_row + b, :n]), a, b = 0..3, as the 16-tuple
+    s00, s01, ..., s33 (n: a multiple of DOT_LANES)."""
+    raise NotImplementedError("_dot_tile4x4 is only callable from Numba-compiled code")
+
+
+@overload(_dot_tile4x4, inline="always")
+def _dot_tile4x4_by_type(x, first_x_row, data, first_row, n):
+    # as _dot_rows4: int8 in 16-wide vectors, the rest in Numba's loop (inlined: fast-math flags)
+    if x.layout == "C" and data.layout == "C" and x.dtype == numba.types.float32 and data.dtype == numba.types.int8:
+        return lambda x, first_x_row, data, first_row, n: _dot_tile4x4_int8(x, first_x_row, data, first_row, n)
+
+    def loops(x, first_x_row, data, first_row, n):
+        x0, x1, x2, x3 = x[first_x_row], x[first_x_row + 1], x[first_x_row + 2], x[first_x_row + 3]
+        w0, w1, w2, w3 = data[first_row], data[first_row + 1], data[first_row + 2], data[first_row + 3]
+        s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)
+        s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
+        for i in range(n):
+            a, b, c, d = _widen(w0[i]), _widen(w1[i]), _widen(w2[i]), _widen(w3[i])
+            v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
+            s00 += v0 * a; s01 += v0 * b; s02 += v0 * c; s03 += v0 * d    # noqa: E702
+            s10 += v1 * a; s11 += v1 * b; s12 += v1 * c; s13 += v1 * d    # noqa: E702
+            s20 += v2 * a; s21 += v2 * b; s22 += v2 * c; s23 += v2 * d    # noqa: E702
+            s30 += v3 * a; s31 += v3 * b; s32 += v3 * c; s33 += v3 * d    # noqa: E702
+        return s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33
     return loops
 
 
@@ -681,9 +740,9 @@ def _matvec_out_in(x, data, scale, bias, apply_gelu, out):
         r = 0
         while r + 4 <= m:
             x0, x1, x2, x3 = x[r], x[r + 1], x[r + 2], x[r + 3]
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)   # s<row><output>
-            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
-            for i in range(n_in):
+            (s00, s01, s02, s03, s10, s11, s12, s13,                          # s<row><output>: the
+             s20, s21, s22, s23, s30, s31, s32, s33) = _dot_tile4x4(x, r, data, o, n_wide)   # first n_wide
+            for i in range(n_wide, n_in):
                 a, b, c, d = _widen(w0[i]), _widen(w1[i]), _widen(w2[i]), _widen(w3[i])
                 v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
                 s00 += v0 * a; s01 += v0 * b; s02 += v0 * c; s03 += v0 * d    # noqa: E702
