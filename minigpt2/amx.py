@@ -43,6 +43,7 @@ from numba import njit, prange
 from numba.extending import intrinsic
 
 from .kernels import _REDUCE, _bits_to_float32, _exp, _gelu_inplace, _ones, _row_max, _visible_extent, _widen
+from .quantize import aligned_empty
 
 ROWS = 16         # rows of a tile
 BLOCK = 32        # outputs and rows of x per thread step: 2 x 2 tiles of 16
@@ -264,7 +265,7 @@ def _matmul_tiles(x_blocks, m, weight_rows, scale, bias, config, out):
     weight_stride = n_in * 2                      # bytes from one weight row to the next
     for j in prange(n_chunks * n_blocks):
         _tiles_configure(config.ctypes.data)
-        sums = np.empty((BLOCK, BLOCK), dtype=np.float32)          # [output, row of x]
+        sums = _aligned_float32(BLOCK, BLOCK)                      # [output, row of x]
         chunk, block = j // n_blocks, j % n_blocks
         o0 = block * BLOCK
         n_outputs = min(BLOCK, n_out - o0)
@@ -297,6 +298,22 @@ def _products_past_blocks(x_blocks, m, weight_rows, first, scale, bias, out):
                 total += (x_low * _bits_to_float32(np.uint32(weight_rows[o, 2 * i]) << np.uint32(16))
                           + x_high * _bits_to_float32(np.uint32(weight_rows[o, 2 * i + 1]) << np.uint32(16)))
             out[r, o] = total * scale[o] + bias[o]
+
+
+@njit(inline="always")
+def _aligned_float32(rows, cols):
+    # np.empty((rows, cols), np.float32) starting on a 64-byte boundary (see quantize.aligned_empty)
+    spare = np.empty(rows * cols + 16, dtype=np.float32)
+    skip = (-spare.ctypes.data % 64) // 4
+    return spare[skip:skip + rows * cols].reshape(rows, cols)
+
+
+@njit(inline="always")
+def _aligned_uint16(rows, cols):
+    # np.empty((rows, cols), np.uint16) starting on a 64-byte boundary
+    spare = np.empty(rows * cols + 32, dtype=np.uint16)
+    skip = (-spare.ctypes.data % 64) // 2
+    return spare[skip:skip + rows * cols].reshape(rows, cols)
 
 
 @njit(inline="always")
@@ -334,7 +351,7 @@ def bfloat16_weight_rows(weight):
     if isinstance(weight, PackedWeight) and weight.rows_are_outputs:
         if uses_weight_as_stored(weight):
             return weight.data, None
-        rows = np.empty(shape, dtype=np.uint16)
+        rows = aligned_empty(shape, np.uint16)
         data = weight.data.view(np.int16) if weight.storage == "float16" else weight.data
         _packed_rows_to_bfloat16(data, rows)
         return rows, weight.scale
@@ -342,7 +359,7 @@ def bfloat16_weight_rows(weight):
     cached = _converted_float32.get(id(weight))
     if cached is not None:
         return cached
-    rows = np.empty(shape, dtype=np.uint16)
+    rows = aligned_empty(shape, np.uint16)
     _float32_to_bfloat16_rows(weight.T, rows)
     if not weight.flags.writeable:
         _converted_float32[id(weight)] = (rows, None)
@@ -357,7 +374,7 @@ def linear(x2, weight_rows, scale, bias, apply_gelu, out):
     if not available():
         raise RuntimeError("amx.linear called on a machine without AMX (check amx.available())")
     m, n_in = x2.shape
-    x_blocks = np.empty((_padded(m, BLOCK) // BLOCK, weight_rows.shape[1] // 2, BLOCK), dtype=np.uint32)
+    x_blocks = aligned_empty((_padded(m, BLOCK) // BLOCK, weight_rows.shape[1] // 2, BLOCK), np.uint32)
     if weight_rows.shape[1] != n_in:              # inputs padded to a multiple of 32: zeros
         x2 = np.pad(x2, ((0, 0), (0, weight_rows.shape[1] - n_in)))
     _pack_x(x2, x_blocks)
@@ -426,8 +443,9 @@ def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, h
             continue
         n_padded = _padded(n, BLOCK)
         _tiles_configure(config.ctypes.data)
-        scores = np.empty((BLOCK, n_padded), dtype=np.float32)          # [query row, key]
-        weights = np.zeros((BLOCK, n_padded), dtype=np.uint16)          # bfloat16 bits
+        scores = _aligned_float32(BLOCK, n_padded)                      # [query row, key]
+        weights = _aligned_uint16(BLOCK, n_padded)                      # bfloat16 bits
+        weights[:] = 0
         total = np.zeros(BLOCK, dtype=np.float32)
         row_lanes = np.empty(16, dtype=np.float32)                     # _row_max's scratch
         # step 1
@@ -456,7 +474,7 @@ def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, h
         # step 3
         weight_base = weights.ctypes.data
         value_base = value_pairs[bi, hi].ctypes.data
-        block_out = np.empty((BLOCK, BLOCK), dtype=np.float32)         # [query row, feature]
+        block_out = _aligned_float32(BLOCK, BLOCK)                     # [query row, feature]
         for c0 in range(0, d, BLOCK):
             _sums_zero()
             for j0 in range(0, n_padded, PAIR_COLUMNS):
@@ -482,9 +500,9 @@ def attention(query, key, value, mask, scale, head_scale):
         raise RuntimeError("amx.attention called on a machine without AMX (check amx.available())")
     b, h, t, d = query.shape
     s = key.shape[2]
-    query_rows = np.empty((b, h, _padded(t, BLOCK), d), dtype=np.uint16)
-    key_blocks = np.empty((b, h, _padded(s, BLOCK) // BLOCK, d // 2, BLOCK), dtype=np.uint32)
-    value_pairs = np.empty((b, h, _padded(s, BLOCK) // 2, d), dtype=np.uint32)
+    query_rows = aligned_empty((b, h, _padded(t, BLOCK), d), np.uint16)
+    key_blocks = aligned_empty((b, h, _padded(s, BLOCK) // BLOCK, d // 2, BLOCK), np.uint32)
+    value_pairs = aligned_empty((b, h, _padded(s, BLOCK) // 2, d), np.uint32)
     _attention_operands(query, key, value, query_rows, key_blocks, value_pairs)
     out = np.empty((b, h, t, d), dtype=np.float32)
     _attention_tiles(query_rows, key_blocks, value_pairs, mask, _visible_extent(mask), np.float32(scale),

@@ -63,6 +63,19 @@ def resolve_dtype(dtype):
     return name
 
 
+def aligned_empty(shape, dtype, alignment=64):
+    """np.empty(shape, dtype) whose first byte is on an `alignment`-byte boundary (a cache line).
+
+    AMX tile loads (amx.py) of rows that straddle two cache lines ran 3.5x slower than of aligned
+    rows; NumPy aligns large arrays to 16 bytes only.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    spare = np.empty(nbytes + alignment, dtype=np.uint8)
+    skip = -spare.ctypes.data % alignment
+    return spare[skip:skip + nbytes].view(dtype).reshape(shape)
+
+
 class PackedWeight:
     """A weight matrix stored as bfloat16 / float16 / int8 rows, standing in for a float32 array.
 
@@ -101,7 +114,9 @@ class PackedWeight:
             data = np.clip(np.rint(rows / safe[:, None]), -127, 127).astype(np.int8)
         else:
             raise ValueError(f"storage must be one of {DTYPES[1:]}, got {storage!r}")
-        return cls(data, scale, storage, rows_are_outputs)
+        aligned = aligned_empty(data.shape, data.dtype)
+        aligned[...] = data
+        return cls(aligned, scale, storage, rows_are_outputs)
 
     def rows_float32(self, index=slice(None)):
         """Dequantized rows of `data` (not of the logical matrix): [rows, cols] float32."""

@@ -221,7 +221,10 @@ def save_file(tensors, path, metadata=None, bf16=()):
     if metadata:
         header["__metadata__"] = metadata
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)          # pad with spaces so the data starts 8-byte aligned
+    # pad with spaces so that the data starts 64-byte aligned (8 for the format; 64, a cache line,
+    # so that packed weights memory-mapped back can be read by AMX tile loads, amx.py, without
+    # straddling lines: GPT-2's tensor sizes are all multiples of 64 bytes)
+    raw += b" " * (-(8 + len(raw)) % 64)
     # Write a temporary file next to `path`, then rename it over `path`. Opening `path` itself
     # with "wb" would truncate it first: tensors memory-mapped from that same file (load_file,
     # then save_file to the same path) would vanish mid-write (a bus error and an empty file),
