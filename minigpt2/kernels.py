@@ -650,55 +650,81 @@ def _dot_tile4x4_int8(typingctx, x, first_x_row, data, first_row, n):
     return numba.types.UniTuple(numba.types.float32, 16)(x, intp, data, intp, intp), codegen
 
 
+@njit(inline="always")
+def _rows4_loop(x, data, first_row, start, stop):
+    # sums x[start:stop] . widen(data[first_row + k, start:stop]), k = 0..3, in Numba's loop
+    s0 = s1 = s2 = s3 = np.float32(0.0)
+    w0, w1, w2, w3 = data[first_row], data[first_row + 1], data[first_row + 2], data[first_row + 3]
+    for i in range(start, stop):
+        v = x[i]
+        s0 += v * _widen(w0[i]); s1 += v * _widen(w1[i]); s2 += v * _widen(w2[i]); s3 += v * _widen(w3[i])  # noqa: E702
+    return s0, s1, s2, s3
+
+
+@njit(inline="always")
+def _tile4x4_loop(x, first_x_row, data, first_row, start, stop):
+    # sums x[first_x_row + a, start:stop] . widen(data[first_row + b, start:stop]), a, b = 0..3
+    x0, x1, x2, x3 = x[first_x_row], x[first_x_row + 1], x[first_x_row + 2], x[first_x_row + 3]
+    w0, w1, w2, w3 = data[first_row], data[first_row + 1], data[first_row + 2], data[first_row + 3]
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)                   # s<row><output>
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
+    for i in range(start, stop):
+        a, b, c, d = _widen(w0[i]), _widen(w1[i]), _widen(w2[i]), _widen(w3[i])
+        v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
+        s00 += v0 * a; s01 += v0 * b; s02 += v0 * c; s03 += v0 * d    # noqa: E702
+        s10 += v1 * a; s11 += v1 * b; s12 += v1 * c; s13 += v1 * d    # noqa: E702
+        s20 += v2 * a; s21 += v2 * b; s22 += v2 * c; s23 += v2 * d    # noqa: E702
+        s30 += v3 * a; s31 += v3 * b; s32 += v3 * c; s33 += v3 * d    # noqa: E702
+    return s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33
+
+
+def _vector_loop_applies(x, data):
+    # the 16-wide int8 loops read C-contiguous rows of float32 x and int8 weights
+    return (x.layout == "C" and data.layout == "C" and x.dtype == numba.types.float32
+            and data.dtype == numba.types.int8)
+
+
 def _dot_rows4(x, data, first_row, n):
-    """Sums x[:n] . widen(data[first_row + k, :n]) for k = 0..3, as a 4-tuple of float32
-    (n: a multiple of DOT_LANES)."""
+    """Sums x[:n] . widen(data[first_row + k, :n]) for k = 0..3, as a 4-tuple of float32."""
     raise NotImplementedError("_dot_rows4 is only callable from Numba-compiled code")
 
 
 @overload(_dot_rows4, inline="always")
 def _dot_rows4_by_type(x, data, first_row, n):
-    # int8 rows of C-contiguous arrays: the 16-wide vector loop; everything else: Numba's loop,
-    # inlined into the caller, so that it gets the caller's fast-math flags (which let it vectorise)
-    if x.layout == "C" and data.layout == "C" and x.dtype == numba.types.float32 and data.dtype == numba.types.int8:
-        return lambda x, data, first_row, n: _dot_rows4_int8(x, data, first_row, n)
+    # int8: the 16-wide vector loop over the first n - n % 16 inputs, Numba's loop for the rest;
+    # other types: Numba's loop. Inlined into the caller, so the loops get its fast-math flags
+    # (which let them vectorise; compiled apart, bfloat16 decode steps fell by 10-15%).
+    if not _vector_loop_applies(x, data):
+        return lambda x, data, first_row, n: _rows4_loop(x, data, first_row, 0, n)
 
-    def loops(x, data, first_row, n):
-        s0 = s1 = s2 = s3 = np.float32(0.0)
-        for i in range(n):
-            v = x[i]
-            s0 += v * _widen(data[first_row, i]); s1 += v * _widen(data[first_row + 1, i])       # noqa: E702
-            s2 += v * _widen(data[first_row + 2, i]); s3 += v * _widen(data[first_row + 3, i])   # noqa: E702
-        return s0, s1, s2, s3
-    return loops
+    def vectors_then_rest(x, data, first_row, n):
+        wide = n - n % DOT_LANES
+        a0, a1, a2, a3 = _dot_rows4_int8(x, data, first_row, wide)
+        b0, b1, b2, b3 = _rows4_loop(x, data, first_row, wide, n)
+        return a0 + b0, a1 + b1, a2 + b2, a3 + b3
+    return vectors_then_rest
 
 
 def _dot_tile4x4(x, first_x_row, data, first_row, n):
     """Sums x[first_x_row + a, :n] . widen(data[first_row + b, :n]), a, b = 0..3, as the 16-tuple
-    s00, s01, ..., s33 (n: a multiple of DOT_LANES)."""
+    s00, s01, ..., s33."""
     raise NotImplementedError("_dot_tile4x4 is only callable from Numba-compiled code")
 
 
 @overload(_dot_tile4x4, inline="always")
 def _dot_tile4x4_by_type(x, first_x_row, data, first_row, n):
-    # as _dot_rows4: int8 in 16-wide vectors, the rest in Numba's loop (inlined: fast-math flags)
-    if x.layout == "C" and data.layout == "C" and x.dtype == numba.types.float32 and data.dtype == numba.types.int8:
-        return lambda x, first_x_row, data, first_row, n: _dot_tile4x4_int8(x, first_x_row, data, first_row, n)
+    # as _dot_rows4
+    if not _vector_loop_applies(x, data):
+        return lambda x, first_x_row, data, first_row, n: _tile4x4_loop(x, first_x_row, data, first_row, 0, n)
 
-    def loops(x, first_x_row, data, first_row, n):
-        x0, x1, x2, x3 = x[first_x_row], x[first_x_row + 1], x[first_x_row + 2], x[first_x_row + 3]
-        w0, w1, w2, w3 = data[first_row], data[first_row + 1], data[first_row + 2], data[first_row + 3]
-        s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)
-        s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
-        for i in range(n):
-            a, b, c, d = _widen(w0[i]), _widen(w1[i]), _widen(w2[i]), _widen(w3[i])
-            v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
-            s00 += v0 * a; s01 += v0 * b; s02 += v0 * c; s03 += v0 * d    # noqa: E702
-            s10 += v1 * a; s11 += v1 * b; s12 += v1 * c; s13 += v1 * d    # noqa: E702
-            s20 += v2 * a; s21 += v2 * b; s22 += v2 * c; s23 += v2 * d    # noqa: E702
-            s30 += v3 * a; s31 += v3 * b; s32 += v3 * c; s33 += v3 * d    # noqa: E702
-        return s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33
-    return loops
+    def vectors_then_rest(x, first_x_row, data, first_row, n):
+        wide = n - n % DOT_LANES
+        a = _dot_tile4x4_int8(x, first_x_row, data, first_row, wide)
+        b = _tile4x4_loop(x, first_x_row, data, first_row, wide, n)
+        return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4], a[5] + b[5], a[6] + b[6],
+                a[7] + b[7], a[8] + b[8], a[9] + b[9], a[10] + b[10], a[11] + b[11], a[12] + b[12],
+                a[13] + b[13], a[14] + b[14], a[15] + b[15])
+    return vectors_then_rest
 
 
 @njit(inline="always")
@@ -722,7 +748,6 @@ def _matvec_out_in(x, data, scale, bias, apply_gelu, out):
     m, n_in = x.shape
     n_out = data.shape[0]
     n_groups = n_out // 4
-    n_wide = n_in - n_in % DOT_LANES
     for group in prange(n_groups + n_out % 4):
         if group >= n_groups:                              # a leftover output, alone
             o = 4 * n_groups + (group - n_groups)
@@ -736,33 +761,17 @@ def _matvec_out_in(x, data, scale, bias, apply_gelu, out):
         o = 4 * group
         for ahead in range(4):
             _prefetch_row(data, o + PREFETCH_ROWS + ahead)
-        w0, w1, w2, w3 = data[o], data[o + 1], data[o + 2], data[o + 3]
         r = 0
         while r + 4 <= m:
-            x0, x1, x2, x3 = x[r], x[r + 1], x[r + 2], x[r + 3]
-            (s00, s01, s02, s03, s10, s11, s12, s13,                          # s<row><output>: the
-             s20, s21, s22, s23, s30, s31, s32, s33) = _dot_tile4x4(x, r, data, o, n_wide)   # first n_wide
-            for i in range(n_wide, n_in):
-                a, b, c, d = _widen(w0[i]), _widen(w1[i]), _widen(w2[i]), _widen(w3[i])
-                v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
-                s00 += v0 * a; s01 += v0 * b; s02 += v0 * c; s03 += v0 * d    # noqa: E702
-                s10 += v1 * a; s11 += v1 * b; s12 += v1 * c; s13 += v1 * d    # noqa: E702
-                s20 += v2 * a; s21 += v2 * b; s22 += v2 * c; s23 += v2 * d    # noqa: E702
-                s30 += v3 * a; s31 += v3 * b; s32 += v3 * c; s33 += v3 * d    # noqa: E702
+            (s00, s01, s02, s03, s10, s11, s12, s13,                          # s<row><output>
+             s20, s21, s22, s23, s30, s31, s32, s33) = _dot_tile4x4(x, r, data, o, n_in)
             out[r, o], out[r, o + 1], out[r, o + 2], out[r, o + 3] = s00, s01, s02, s03
             out[r + 1, o], out[r + 1, o + 1], out[r + 1, o + 2], out[r + 1, o + 3] = s10, s11, s12, s13
             out[r + 2, o], out[r + 2, o + 1], out[r + 2, o + 2], out[r + 2, o + 3] = s20, s21, s22, s23
             out[r + 3, o], out[r + 3, o + 1], out[r + 3, o + 2], out[r + 3, o + 3] = s30, s31, s32, s33
             r += 4
         while r < m:
-            x0 = x[r]
-            # the first n_wide inputs by _dot_rows4 (16-wide vectors for int8), then the rest
-            s00, s01, s02, s03 = _dot_rows4(x0, data, o, n_wide)
-            for i in range(n_wide, n_in):
-                v0 = x0[i]
-                s00 += v0 * _widen(w0[i]); s01 += v0 * _widen(w1[i])                 # noqa: E702
-                s02 += v0 * _widen(w2[i]); s03 += v0 * _widen(w3[i])                 # noqa: E702
-            out[r, o], out[r, o + 1], out[r, o + 2], out[r, o + 3] = s00, s01, s02, s03
+            out[r, o], out[r, o + 1], out[r, o + 2], out[r, o + 3] = _dot_rows4(x[r], data, o, n_in)
             r += 1
         for k in range(o, o + 4):                          # scale, bias, GELU on the raw sums
             for r in range(m):
