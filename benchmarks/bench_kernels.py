@@ -14,7 +14,7 @@ import argparse
 import numba
 import numpy as np
 
-from minigpt2 import bench, kernels
+from minigpt2 import bench, kernels, matvec
 
 
 def main():
@@ -47,8 +47,8 @@ def main():
         return sweep
 
     candidates = {
-        "in_out": (lambda x, w, b, out: kernels._matvec_in_out[False](x, w, b, False, n_threads, out), weights),
-        "out_in": (lambda x, w, b, out: kernels._matvec_out_in[False](x, w.T, np.ones_like(b), b, False, out), weights_t),
+        "in_out": (lambda x, w, b, out: matvec._matvec_in_out[False](x, w, b, False, n_threads, out), weights),
+        "out_in": (lambda x, w, b, out: matvec._matvec_out_in[False](x, w.T, np.ones_like(b), b, False, out), weights_t),
         "blas": (lambda x, w, b, out: kernels._bias_act_inplace[False](np.matmul(x, w, out=out), b, False), weights),
         "blas_T": (lambda x, w, b, out: kernels._bias_act_inplace[False](np.matmul(x, w, out=out), b, False), weights_t),
     }

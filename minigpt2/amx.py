@@ -42,7 +42,9 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import intrinsic
 
-from .kernels import _REDUCE, _bits_to_float32, _exp, _gelu_inplace, _ones, _row_max, _visible_extent, _widen
+from .jit import _REDUCE, _bits_to_float32, _exp
+from .kernels import _gelu_inplace, _ones, _row_max, _visible_extent
+from .matvec import _widen
 from .quantize import aligned_empty
 
 ROWS = 16         # rows of a tile
@@ -180,7 +182,7 @@ def _sums_store(typingctx, address, stride):
 
 @intrinsic
 def _float32_bits(typingctx, value):
-    """A float32's bits as a uint32 (a free register move; the reverse of kernels._bits_to_float32)."""
+    """A float32's bits as a uint32 (a free register move; the reverse of jit._bits_to_float32)."""
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], llvmlite.ir.IntType(32))
     return numba.types.uint32(numba.types.float32), codegen

@@ -212,10 +212,10 @@ def measure_bandwidth(threads, megabytes=512, repeats=5):
 
     A decode step is a chain of matrix-vector products whose weights come from DRAM, so the
     speed of one product over a matrix far larger than the caches is the ceiling for decoding:
-    "numba" is the engine's own float32 kernel (kernels._matvec_out_in, with prefetching),
+    "numba" is the engine's own float32 kernel (matvec._matvec_out_in, with prefetching),
     "blas" is NumPy's BLAS sgemv on the same matrix. Best of `repeats`.
     """
-    from . import kernels
+    from . import kernels, matvec
     kernels.set_num_threads(threads)
     n_in = 768
     n_out = megabytes * 1_000_000 // (4 * n_in)
@@ -224,7 +224,7 @@ def measure_bandwidth(threads, megabytes=512, repeats=5):
     bias = np.zeros(n_out, dtype=np.float32)
     scale = np.ones(n_out, dtype=np.float32)                       # float32 weights: no scale
     out = np.empty((1, n_out), dtype=np.float32)
-    numba_s = best_seconds(lambda: kernels._matvec_out_in[False](x, matrix, scale, bias, False, out), repeats)
+    numba_s = best_seconds(lambda: matvec._matvec_out_in[False](x, matrix, scale, bias, False, out), repeats)
     blas_s = best_seconds(lambda: np.matmul(matrix, x[0], out=out[0]), repeats)
     return {"numba": matrix.nbytes / numba_s / 1e9, "blas": matrix.nbytes / blas_s / 1e9}
 

@@ -20,7 +20,7 @@ RTOL = 2e-6     # float32 kernels vs float64-accumulating twins, relative to max
 
 @pytest.fixture(autouse=True, params=["threaded", "serial"])
 def build(request, monkeypatch):
-    """Run every test on both builds of each kernel (see kernels._threaded_and_serial)."""
+    """Run every test on both builds of each kernel (see jit._threaded_and_serial)."""
     monkeypatch.setattr(kernels, "SERIAL_MAX_ELEMENTS", 0 if request.param == "threaded" else 1 << 62)
     monkeypatch.setattr(kernels, "BESIDE_BLAS_SERIAL", request.param == "serial")
     return request.param

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from minigpt2 import kernels
+from minigpt2 import kernels, matvec
 from minigpt2.model import GPT2LMHeadModel
 from minigpt2.quantize import DTYPES, PackedWeight, convert_model, weight_bytes
 
@@ -58,7 +58,7 @@ def test_transpose_and_row_lookup_share_the_data():
 def _widen_all_arithmetic(bits):
     out = np.empty(bits.shape[0], np.float32)
     for i in range(bits.shape[0]):
-        out[i] = kernels._float16_to_float32(np.uint16(bits[i]))
+        out[i] = matvec._float16_to_float32(np.uint16(bits[i]))
     return out
 
 
@@ -66,15 +66,15 @@ def _widen_all_arithmetic(bits):
 def _widen_all_hardware(bits):
     out = np.empty(bits.shape[0], np.float32)
     for i in range(bits.shape[0]):
-        out[i] = kernels._half_bits_to_float32(bits[i])
+        out[i] = matvec._half_bits_to_float32(bits[i])
     return out
 
 
 @pytest.mark.parametrize("conversion", ["arithmetic", "hardware"])
 def test_float16_widening_is_exact_for_every_bit_pattern(conversion):
     """Both float16 -> float32 conversions (the kernel uses the hardware one where the CPU has
-    it, see kernels._HARDWARE_HALF) agree with NumPy on all 65,536 bit patterns."""
-    if conversion == "hardware" and not kernels._HARDWARE_HALF:
+    it, see matvec._HARDWARE_HALF) agree with NumPy on all 65,536 bit patterns."""
+    if conversion == "hardware" and not matvec._HARDWARE_HALF:
         pytest.skip("this CPU has no half-to-float instruction; the kernels use the arithmetic one")
     bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.int16)
     ours = (_widen_all_hardware if conversion == "hardware" else _widen_all_arithmetic)(bits)
@@ -87,8 +87,8 @@ def test_float16_widening_is_exact_for_every_bit_pattern(conversion):
 @pytest.mark.parametrize("serial", [False, True])
 @pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize("rows", [1, 3, 6, kernels.PACKED_MATVEC_MAX_ROWS, kernels.PACKED_MATVEC_MAX_ROWS + 5])
-# n_in: fewer inputs than one 16-wide vector of the int8 loop (kernels.DOT_LANES), and 4 vectors + 3
-@pytest.mark.parametrize("n_in", [kernels.DOT_LANES - 5, 4 * kernels.DOT_LANES + 3])
+# n_in: fewer inputs than one 16-wide vector of the int8 loop (matvec.DOT_LANES), and 4 vectors + 3
+@pytest.mark.parametrize("n_in", [matvec.DOT_LANES - 5, 4 * matvec.DOT_LANES + 3])
 def test_linear_on_packed_weights(storage, rows, serial, n_in, monkeypatch):
     monkeypatch.setattr(kernels, "SERIAL_MAX_ELEMENTS", 1 << 62 if serial else 0)
     monkeypatch.setattr(kernels, "BESIDE_BLAS_SERIAL", serial)
