@@ -42,10 +42,10 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import intrinsic
 
-from .jit import _REDUCE, _bits_to_float32, _exp
+from .jit import _REDUCE, _bits_to_float32, _exp, _float32_bits
 from .kernels import _gelu_inplace, _ones, _row_max, _visible_extent
 from .matvec import _widen
-from .quantize import aligned_empty
+from .quantize import PackedWeight, aligned_empty
 
 ROWS = 16         # rows of a tile
 BLOCK = 32        # outputs and rows of x per thread step: 2 x 2 tiles of 16
@@ -180,14 +180,6 @@ def _sums_store(typingctx, address, stride):
 # operands
 
 
-@intrinsic
-def _float32_bits(typingctx, value):
-    """A float32's bits as a uint32 (a free register move; the reverse of jit._bits_to_float32)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llvmlite.ir.IntType(32))
-    return numba.types.uint32(numba.types.float32), codegen
-
-
 @njit(inline="always")
 def _bfloat16_bits(value):
     # float32 -> bfloat16 bits (uint32, low 16 bits), round to nearest even; NaN stays NaN
@@ -267,7 +259,7 @@ def _matmul_tiles(x_blocks, m, weight_rows, scale, bias, config, out):
     weight_stride = n_in * 2                      # bytes from one weight row to the next
     for j in prange(n_chunks * n_blocks):
         _tiles_configure(config.ctypes.data)
-        sums = _aligned_float32(BLOCK, BLOCK)                      # [output, row of x]
+        sums = _aligned_scratch(BLOCK, BLOCK, np.float32)                      # [output, row of x]
         chunk, block = j // n_blocks, j % n_blocks
         o0 = block * BLOCK
         n_outputs = min(BLOCK, n_out - o0)
@@ -303,18 +295,10 @@ def _products_past_blocks(x_blocks, m, weight_rows, first, scale, bias, out):
 
 
 @njit(inline="always")
-def _aligned_float32(rows, cols):
-    # np.empty((rows, cols), np.float32) starting on a 64-byte boundary (see quantize.aligned_empty)
-    spare = np.empty(rows * cols + 16, dtype=np.float32)
-    skip = (-spare.ctypes.data % 64) // 4
-    return spare[skip:skip + rows * cols].reshape(rows, cols)
-
-
-@njit(inline="always")
-def _aligned_uint16(rows, cols):
-    # np.empty((rows, cols), np.uint16) starting on a 64-byte boundary
-    spare = np.empty(rows * cols + 32, dtype=np.uint16)
-    skip = (-spare.ctypes.data % 64) // 2
+def _aligned_scratch(rows, cols, dtype):
+    # np.empty((rows, cols), dtype) starting on a 64-byte boundary (see quantize.aligned_empty)
+    spare = np.empty(rows * cols + 64, dtype=dtype)
+    skip = (-spare.ctypes.data % 64) // spare.itemsize
     return spare[skip:skip + rows * cols].reshape(rows, cols)
 
 
@@ -326,7 +310,6 @@ def _padded(n, multiple):
 
 def uses_weight_as_stored(weight):
     """Whether `bfloat16_weight_rows(weight)` is the stored array itself (nothing converted per call)."""
-    from .quantize import PackedWeight                 # noqa: PLC0415 (kernels imports this module)
     return (isinstance(weight, PackedWeight) and weight.storage == "bfloat16" and weight.rows_are_outputs
             and weight.data.shape[1] % PAIR_COLUMNS == 0)
 
@@ -347,7 +330,6 @@ def bfloat16_weight_rows(weight):
     until the weight itself is freed (+50% of its bytes); a writeable one may change between
     calls and is converted every time.
     """
-    from .quantize import PackedWeight                 # noqa: PLC0415 (kernels imports this module)
     n_in, n_out = weight.shape
     shape = (_padded(n_out, BLOCK), _padded(n_in, PAIR_COLUMNS))
     if isinstance(weight, PackedWeight) and weight.rows_are_outputs:
@@ -445,8 +427,8 @@ def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, h
             continue
         n_padded = _padded(n, BLOCK)
         _tiles_configure(config.ctypes.data)
-        scores = _aligned_float32(BLOCK, n_padded)                      # [query row, key]
-        weights = _aligned_uint16(BLOCK, n_padded)                      # bfloat16 bits
+        scores = _aligned_scratch(BLOCK, n_padded, np.float32)                      # [query row, key]
+        weights = _aligned_scratch(BLOCK, n_padded, np.uint16)                      # bfloat16 bits
         weights[:] = 0
         total = np.zeros(BLOCK, dtype=np.float32)
         row_lanes = np.empty(16, dtype=np.float32)                     # _row_max's scratch
@@ -476,7 +458,7 @@ def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, h
         # step 3
         weight_base = weights.ctypes.data
         value_base = value_pairs[bi, hi].ctypes.data
-        block_out = _aligned_float32(BLOCK, BLOCK)                     # [query row, feature]
+        block_out = _aligned_scratch(BLOCK, BLOCK, np.float32)                     # [query row, feature]
         for c0 in range(0, d, BLOCK):
             _sums_zero()
             for j0 in range(0, n_padded, PAIR_COLUMNS):

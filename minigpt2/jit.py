@@ -50,6 +50,14 @@ def _bits_to_float32(typingctx, bits):
 
 
 @intrinsic
+def _float32_bits(typingctx, value):
+    """A float32's bits as a uint32 (a free register move; the reverse of _bits_to_float32)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvmlite.ir.IntType(32))
+    return numba.types.uint32(numba.types.float32), codegen
+
+
+@intrinsic
 def _prefetch(typingctx, matrix, row, col):
     """Ask the CPU to start loading matrix[row, col] into cache; returns nothing, changes nothing.
 
