@@ -2,7 +2,7 @@
 
 The four matrix products of every layer of GPT-2 124M (distinct random weights per layer, so
 they come from memory as in a real prefill) on m rows, three ways, alternating round by round:
-NumPy's BLAS sgemm on float32 weights (the "highest" path), `kernels.linear` on bfloat16 weights
+NumPy's BLAS sgemm on float32 weights (the "highest" path), `engine.linear` on bfloat16 weights
 with matmul precision "medium" (the AMX path), and attention of one layer (12 heads, causal) by
 BLAS and by AMX. Milliseconds (best of --rounds) and GFLOP/s. The AMX figures include packing x
 and writing the output back, as `linear` does them.
@@ -17,8 +17,9 @@ import time
 
 import numpy as np
 
-from minigpt2 import amx, bench, kernels
-from minigpt2.quantize import PackedWeight
+from minigpt2 import bench, engine
+from minigpt2.engine import amx, policy
+from minigpt2.weights.packed import PackedWeight
 
 SHAPES = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]      # c_attn, attn c_proj, c_fc, mlp c_proj
 
@@ -32,7 +33,7 @@ def main():
     if not amx.available():
         print("this CPU (or OS) has no AMX: amx.available() is False")
         return
-    kernels.set_num_threads(args.threads)
+    engine.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     float32_layers = [[(rng.standard_normal(shape) * 0.02).astype(np.float32) for shape in SHAPES]
                       for _ in range(12)]
@@ -48,19 +49,19 @@ def main():
         times = {"blas": [], "amx": [], "attention blas": [], "attention amx": []}
         for _ in range(args.rounds + 1):                                   # the first round warms up
             for name, layers, precision in (("blas", float32_layers, "highest"), ("amx", bfloat16_layers, "medium")):
-                kernels.set_float32_matmul_precision(precision)
+                engine.set_float32_matmul_precision(precision)
                 # OpenBLAS's threads spin for ~0.1 s after a call and would stall the threaded AMX
                 # kernel that follows (BENCHMARKS.md): let them sleep first
-                time.sleep(kernels.BLAS_SPIN_SECONDS)
+                time.sleep(policy.BLAS_SPIN_SECONDS)
                 start = time.perf_counter()
                 for layer in layers:
                     for weight in layer:
-                        kernels.linear(x[weight.shape[0]], weight, None)
+                        engine.linear(x[weight.shape[0]], weight, None)
                 times[name].append(time.perf_counter() - start)
                 start = time.perf_counter()
-                kernels.attention(q, k, v, mask, 0.125)
+                engine.attention(q, k, v, mask, 0.125)
                 times["attention " + name].append(time.perf_counter() - start)
-        kernels.set_float32_matmul_precision("highest")
+        engine.set_float32_matmul_precision("highest")
         best = {name: min(values[1:]) for name, values in times.items()}
         flops = 2 * m * sum(n_in * n_out for n_in, n_out in SHAPES) * 12
         print(f"| {m} | {best['blas'] * 1e3:.1f} | {best['amx'] * 1e3:.1f} | {flops / best['blas'] / 1e9:.0f} | "

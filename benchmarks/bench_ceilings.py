@@ -15,7 +15,7 @@ import argparse
 
 import numpy as np
 
-from minigpt2 import bench, kernels
+from minigpt2 import bench, engine
 
 # the four linear layers of a GPT-2 124M block on a 512-token prompt: [t, n_in] @ [n_in, n_out]
 SHAPES = {"c_attn 512x768 @ 768x2304": (512, 768, 2304), "attn c_proj 512x768 @ 768x768": (512, 768, 768),
@@ -27,7 +27,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    kernels.set_num_threads(args.threads)
+    engine.set_num_threads(args.threads)
     try:
         import torch
         torch.set_num_threads(args.threads)

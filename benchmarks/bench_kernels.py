@@ -14,7 +14,8 @@ import argparse
 import numba
 import numpy as np
 
-from minigpt2 import bench, kernels, matvec
+from minigpt2 import bench, engine
+from minigpt2.engine import linear_op, matvec
 
 
 def main():
@@ -25,7 +26,7 @@ def main():
     parser.add_argument("--n-embd", type=int, default=768)
     parser.add_argument("--n-layer", type=int, default=12)
     args = parser.parse_args()
-    kernels.set_num_threads(args.threads)
+    engine.set_num_threads(args.threads)
 
     rng = np.random.default_rng(0)
     c = args.n_embd
@@ -47,10 +48,10 @@ def main():
         return sweep
 
     candidates = {
-        "in_out": (lambda x, w, b, out: matvec._matvec_in_out[False](x, w, b, False, n_threads, out), weights),
-        "out_in": (lambda x, w, b, out: matvec._matvec_out_in[False](x, w.T, np.ones_like(b), b, False, out), weights_t),
-        "blas": (lambda x, w, b, out: kernels._bias_act_inplace[False](np.matmul(x, w, out=out), b, False), weights),
-        "blas_T": (lambda x, w, b, out: kernels._bias_act_inplace[False](np.matmul(x, w, out=out), b, False), weights_t),
+        "in_out": (lambda x, w, b, out: matvec.matvec_in_out[False](x, w, b, False, n_threads, out), weights),
+        "out_in": (lambda x, w, b, out: matvec.matvec_out_in[False](x, w.T, np.ones_like(b), b, False, out), weights_t),
+        "blas": (lambda x, w, b, out: linear_op.bias_act_inplace[False](np.matmul(x, w, out=out), b, False), weights),
+        "blas_T": (lambda x, w, b, out: linear_op.bias_act_inplace[False](np.matmul(x, w, out=out), b, False), weights_t),
     }
     print(f"# {len(shapes) * args.n_layer} matrices, {n_bytes / 1e6:.0f} MB float32, {n_threads} threads; "
           f"GB/s of weights streamed (best of {args.repeats})")

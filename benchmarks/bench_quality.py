@@ -10,7 +10,7 @@ For each storage type (float32 compute; see minigpt2/quantize.py), against float
     model's training run held out), sliding windows of n_positions with stride n_positions / 2.
 
 Each storage type is measured with float32 products (matmul precision "highest", the default)
-and, where the CPU has AMX (minigpt2.amx), also with bfloat16 products in the prefill matmuls and
+and, where the CPU has AMX (minigpt2.engine.amx), also with bfloat16 products in the prefill matmuls and
 attention (set_float32_matmul_precision("medium")): the drift, the teacher-forced agreement and
 the perplexity go through those kernels; the decode steps of the free-running greedy output do not
 (one row per step stays float32).
@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from minigpt2 import amx, bench, kernels
+from minigpt2 import bench, engine
+from minigpt2.engine import amx
 from minigpt2.model import GPT2LMHeadModel
-from minigpt2.quantize import DTYPES, convert_model, weight_bytes
+from minigpt2.quantize import convert_model, weight_bytes
+from minigpt2.weights.packed import DTYPES
 from minigpt2.scoring import perplexity
 from minigpt2.tokenizer import GPT2Tokenizer
 
@@ -59,7 +61,7 @@ def evaluate(folder, name, text_ids, prompt, n_new, with_perplexity):
     forced = np.array(prompt + reference_greedy)[None]                  # [1, prompt + n_new]
     rows = []
     for precision in precisions:
-        kernels.set_float32_matmul_precision(precision)
+        engine.set_float32_matmul_precision(precision)
         try:
             for dtype, model in models.items():
                 if precision == "medium" and dtype == "float16":
@@ -72,7 +74,7 @@ def evaluate(folder, name, text_ids, prompt, n_new, with_perplexity):
                 ppl = perplexity(model, text_ids) if with_perplexity else None
                 rows.append((dtype, precision, weight_bytes(model) / 1e6, drift, agreement, same_prefix, ppl))
         finally:
-            kernels.set_float32_matmul_precision("highest")
+            engine.set_float32_matmul_precision("highest")
     reference_ppl = rows[0][6]
     lines = [f"### {name}\n",
              "| weights | matmul precision | weight MB | logit drift (max rel) | greedy top-1 agreement, 200 tokens | "

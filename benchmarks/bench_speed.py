@@ -13,7 +13,7 @@ turns, so the numbers in one table are measured side by side:
           and bfloat16.
   prefill GPT-2 124M prefill tok/s at 128 / 512 / 1024 tokens: numba with float32, bfloat16 and
           int8 weights, each with matmul precision "highest" (float32 products) and "medium"
-          (bfloat16 products on AMX tiles where the CPU has them, minigpt2.amx), against
+          (bfloat16 products on AMX tiles where the CPU has them, minigpt2.engine.amx), against
           transformers in float32 and in bfloat16; then each column / transformers float32.
 
     python benchmarks/bench_speed.py                       # all three tables

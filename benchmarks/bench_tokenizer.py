@@ -19,7 +19,7 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")          # tokenizers / tiktoken
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from minigpt2.tokenizer import GPT2Tokenizer  # noqa: E402
-from minigpt2.tokenizer_reference import tiktoken_gpt2, tokenizers_gpt2  # noqa: E402
+from minigpt2.tokenizer.reference import tiktoken_gpt2, tokenizers_gpt2  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
 """How fast is the decode kernel's arithmetic, with memory out of the way? Prints one table:
-`matvec._matvec_out_in` (the [n_out, n_in] matrix-vector kernel that every packed weight and
+`matvec.matvec_out_in` (the [n_out, n_in] matrix-vector kernel that every packed weight and
 the tied LM head go through) on a cache-resident 768x768 matrix, serial build (one core), for
 each storage type and 1 / 4 / 8 rows of x: microseconds per product and GFLOP/s.
 
@@ -14,8 +14,9 @@ import argparse
 
 import numpy as np
 
-from minigpt2 import bench, matvec
-from minigpt2.quantize import PackedWeight
+from minigpt2 import bench
+from minigpt2.engine import matvec
+from minigpt2.weights.packed import PackedWeight
 
 
 def main():
@@ -46,7 +47,7 @@ def main():
 
             def ten():
                 for _ in range(10):
-                    matvec._matvec_out_in[True](x, data, scale, bias, False, out)
+                    matvec.matvec_out_in[True](x, data, scale, bias, False, out)
             seconds = bench.best_seconds(ten, args.repeats // 10) / 10
             flops = 2 * m * args.size * args.size
             cells.append(f"{seconds * 1e6:.0f} | {flops / seconds / 1e9:.0f}")

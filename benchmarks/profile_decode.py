@@ -17,11 +17,12 @@ import time
 
 import numpy as np
 
-from minigpt2 import bench, kernels
+from minigpt2 import bench, engine
 from minigpt2.config import GPT2Config
 from minigpt2.model import GPT2LMHeadModel
-from minigpt2.quantize import PackedWeight, convert_model
-from minigpt2.safetensors import load_file
+from minigpt2.quantize import convert_model
+from minigpt2.weights.packed import PackedWeight
+from minigpt2.weights.safetensors import load_file
 
 
 def load(variant, folder):
@@ -42,7 +43,7 @@ def profile(model, steps, batch=1):
     {op: bytes streamed}, total seconds)."""
     spent = collections.defaultdict(float)
     streamed = collections.defaultdict(float)
-    originals = {name: getattr(kernels, name) for name in ("layer_norm", "linear", "linear_gelu", "attention")}
+    originals = {name: getattr(engine, name) for name in ("layer_norm", "linear", "linear_gelu", "attention")}
 
     def timed(name, function):
         def wrapper(*args, **kwargs):
@@ -62,7 +63,7 @@ def profile(model, steps, batch=1):
     for _ in range(4):                                            # warm up (and compile)
         out = model(out.logits[:, -1].argmax(-1)[:, None], past_key_values=out.past_key_values, use_cache=True)
     for name, function in originals.items():
-        setattr(kernels, name, timed(name, function))
+        setattr(engine, name, timed(name, function))
     # the blocks hold the module, so patching its attributes reaches them
     try:
         start = time.perf_counter()
@@ -71,7 +72,7 @@ def profile(model, steps, batch=1):
         total = time.perf_counter() - start
     finally:
         for name, function in originals.items():
-            setattr(kernels, name, function)
+            setattr(engine, name, function)
     return spent, streamed, total
 
 
@@ -82,7 +83,7 @@ def main():
     parser.add_argument("--variants", nargs="+", default=["mmap", "copy", "bfloat16", "int8"])
     parser.add_argument("--batch", type=int, default=1, help="sequences decoded together (rows per step)")
     args = parser.parse_args()
-    kernels.set_num_threads(args.threads)
+    engine.set_num_threads(args.threads)
     folder = bench.write_random_checkpoint(bench.default_folder("gpt2"), "gpt2")
     print(f"# {bench.machine_description()}; {args.threads} threads; {args.steps} decode steps of "
           f"{args.batch} row(s)\n")

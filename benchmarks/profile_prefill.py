@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from minigpt2 import bench, kernels
+from minigpt2 import bench, engine
+from minigpt2.engine import amx
 from minigpt2.model import GPT2LMHeadModel
 
 OPS = ("layer_norm", "linear", "linear_gelu", "attention")
@@ -30,14 +31,14 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "int8"))
     parser.add_argument("--matmul-precision", default="highest", choices=("highest", "high", "medium"))
     args = parser.parse_args()
-    kernels.set_num_threads(args.threads)
-    kernels.set_float32_matmul_precision(args.matmul_precision)
+    engine.set_num_threads(args.threads)
+    engine.set_float32_matmul_precision(args.matmul_precision)
     model = GPT2LMHeadModel.from_pretrained(bench.write_random_checkpoint(bench.default_folder("gpt2"), "gpt2"),
                                             dtype=args.dtype)
     ids = np.random.default_rng(0).integers(0, model.config.vocab_size, size=(1, args.tokens))
     model(ids, logits_to_keep=1)                                   # compile / warm up
     spent = collections.defaultdict(float)
-    originals = {name: getattr(kernels, name) for name in OPS}
+    originals = {name: getattr(engine, name) for name in OPS}
 
     def timed(name, function):
         def wrapper(*a, **k):
@@ -49,7 +50,7 @@ def main():
 
     best_total, best_spent = float("inf"), {}
     for name, function in originals.items():          # the blocks hold the module: patching reaches them
-        setattr(kernels, name, timed(name, function))
+        setattr(engine, name, timed(name, function))
     try:
         for _ in range(3):
             spent.clear()
@@ -60,7 +61,7 @@ def main():
                 best_total, best_spent = total, dict(spent)
     finally:
         for name, function in originals.items():
-            setattr(kernels, name, function)
+            setattr(engine, name, function)
     print(f"# {bench.machine_description()}; {args.threads} threads; {args.dtype} weights, matmul precision "
           f"{args.matmul_precision}; {args.tokens} tokens: "
           f"{best_total * 1e3:.0f} ms, {args.tokens / best_total:.0f} tok/s\n")

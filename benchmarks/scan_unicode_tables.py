@@ -20,7 +20,7 @@ import unicodedata
 import regex
 
 from minigpt2.tokenizer import GPT2Tokenizer
-from minigpt2.tokenizer_reference import tiktoken_gpt2, tokenizers_gpt2
+from minigpt2.tokenizer.reference import tiktoken_gpt2, tokenizers_gpt2
 
 
 def probe(code_point):

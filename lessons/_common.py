@@ -127,7 +127,7 @@ def fixture(name="tiny"):
 
 def fixture_weights(name="tiny"):
     """(config, body weights as float32 with unprefixed names, reference arrays) of a fixture."""
-    from minigpt2.checkpoints import load_weights
+    from minigpt2.weights.checkpoints import load_weights
     from minigpt2.config import GPT2Config
 
     folder, reference = fixture(name)
@@ -172,7 +172,7 @@ def model_folder(args):
     tiny-shakespeare, else random weights with GPT-2's vocabulary (the text is then gibberish,
     but every shape and check still means something). Nothing is downloaded.
     """
-    from minigpt2 import hub
+    from minigpt2.weights import hub
 
     candidates = {"auto": ["gpt2", "tiny-shakespeare"], "random": []}.get(args.model, [args.model])
     for name in candidates:

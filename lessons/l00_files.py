@@ -9,7 +9,7 @@ A GPT-2 checkpoint in Hugging Face's layout is four files:
                              {name: {dtype, shape, data_offsets}}, then the raw tensor bytes
 
 Here we parse the safetensors header with struct + json, cut each tensor out of the byte buffer
-with np.frombuffer, and check the result against minigpt2.safetensors and, where installed, the
+with np.frombuffer, and check the result against minigpt2.weights.safetensors and, where installed, the
 `safetensors` package itself. The vocabulary files are checked against their published sizes.
 
     python -m lessons.l00_files [--fast] [--model auto|random|FOLDER]
@@ -99,10 +99,10 @@ def main(argv=None):
     keys = ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "layer_norm_epsilon"]
     check_equal("config.json as read by json == minigpt2 GPT2Config.from_pretrained",
                 [config[k] for k in keys], [getattr(library_config, k) for k in keys])
-    from minigpt2.safetensors import load_file
+    from minigpt2.weights.safetensors import load_file
     library = load_file(path)
-    check_equal("same tensor names as minigpt2.safetensors", sorted(tensors), sorted(library))
-    check("every tensor == minigpt2.safetensors.load_file",
+    check_equal("same tensor names as minigpt2.weights.safetensors", sorted(tensors), sorted(library))
+    check("every tensor == minigpt2.weights.safetensors.load_file",
           np.concatenate([tensors[n].ravel().astype(np.float32) for n in sorted(tensors)]),
           np.concatenate([library[n].ravel().astype(np.float32) for n in sorted(tensors)]), tol=0)
     try:

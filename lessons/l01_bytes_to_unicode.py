@@ -67,8 +67,8 @@ def main(argv=None):
         draw_table(table, path)
 
     title("checks")
-    from minigpt2.bytes_unicode import BYTE_TO_CHAR
-    check_equal("our table == minigpt2.bytes_unicode.BYTE_TO_CHAR", table, dict(sorted(BYTE_TO_CHAR.items())))
+    from minigpt2.tokenizer.bytes_unicode import BYTE_TO_CHAR
+    check_equal("our table == minigpt2.tokenizer.bytes_unicode.BYTE_TO_CHAR", table, dict(sorted(BYTE_TO_CHAR.items())))
     check_equal("published values: ' ' -> 'Ġ', '\\n' -> 'Ċ', '\\t' -> 'ĉ'",
                 [table[0x20], table[0x0A], table[0x09]], ["Ġ", "Ċ", "ĉ"])
     encoder = json.loads((PACKAGE_VOCAB_DIR / "encoder.json").read_text(encoding="utf-8"))

@@ -53,7 +53,7 @@ def main(argv=None):
 
     title("the chosen model's tables")
     model, tok, description = load_model(args)
-    wte, wpe = model.transformer.wte, model.transformer.wpe
+    wte, wpe = model.transformer.wte.weight, model.transformer.wpe.weight
     print(f"wte {wte.shape}  mean |x| {np.abs(wte).mean():.4f};  wpe {wpe.shape}  mean |x| {np.abs(wpe).mean():.4f}")
     words = [" king", " Paris", " three", " love"] if not args.fast else [" king"]
     for word in words:

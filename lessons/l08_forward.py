@@ -56,14 +56,9 @@ def forward(input_ids, weights, config):
 
 
 def model_weights(model):
-    """The chosen minigpt2 model's tensors under their checkpoint names (no copies)."""
-    body = model.transformer
-    weights = {"wte.weight": body.wte, "wpe.weight": body.wpe, "ln_f.weight": body.ln_f[0], "ln_f.bias": body.ln_f[1]}
-    for i, blk in enumerate(body.h):
-        for name, pair in [("ln_1", blk.ln_1), ("attn.c_attn", blk.c_attn), ("attn.c_proj", blk.attn_c_proj),
-                           ("ln_2", blk.ln_2), ("mlp.c_fc", blk.c_fc), ("mlp.c_proj", blk.mlp_c_proj)]:
-            weights[f"h.{i}.{name}.weight"], weights[f"h.{i}.{name}.bias"] = pair
-    return weights
+    """The chosen minigpt2 model's tensors under their checkpoint names (no copies): the model keeps
+    each weight at the attribute path of its name, so state_dict() needs no name table."""
+    return model.transformer.state_dict()
 
 
 def main(argv=None):

@@ -47,7 +47,8 @@ def main(argv=None):
     labels = [visible(tok.decode([i])) for i in ids[0]]
     body = model.transformer
     layers, logits = streams(model, ids)
-    lens = [logit_lens(x, *body.ln_f, model.lm_head, model.config.layer_norm_epsilon) for x in layers]
+    lens = [logit_lens(x, body.ln_f.weight, body.ln_f.bias, model.lm_head.weight, model.config.layer_norm_epsilon)
+            for x in layers]
     for i, z in enumerate(lens):
         p = softmax(z[0, -1])
         best = int(p.argmax())

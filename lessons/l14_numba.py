@@ -1,13 +1,13 @@
 """Lesson 14: Numba kernels next to their NumPy twins, and where the time goes.
 
-ops.py is the readable NumPy version of every op; kernels.py computes the same functions with
+ops.py is the readable NumPy version of every op; engine.py computes the same functions with
 Numba (@njit compiles a Python loop to machine code; prange runs the outer loop on all cores).
 NumPy already calls BLAS for big matmuls, so Numba pays off where NumPy makes temporaries or
 passes over memory several times: layer norm (mean, variance, scale in one pass per row),
 GELU (one pass instead of ~8 temporaries), attention on one new token, and the decode-time
 matrix-vector products that must stream the weights at full memory bandwidth.
 
-We write a layer-norm kernel in a dozen lines, check it against NumPy, minigpt2.kernels and
+We write a layer-norm kernel in a dozen lines, check it against NumPy, minigpt2.engine and
 torch, measure compile time separately (the first call compiles; cache=True keeps the machine
 code on disk for the next process), and time numpy vs numba for the ops at GPT-2 124M's sizes.
 Timings on a shared machine are noisy: compare the columns of one run, not runs.
@@ -55,7 +55,7 @@ def best_ms(function, repeats):
 
 def main(argv=None):
     args = parse_args(__doc__, argv)
-    from minigpt2 import kernels, ops
+    from minigpt2 import engine, ops
 
     title("compile once, then run")
     x = np.random.default_rng(0).standard_normal((64, 768)).astype(np.float32)
@@ -67,7 +67,7 @@ def main(argv=None):
           f"later calls: {best_ms(lambda: layer_norm_kernel(x, w, b, 1e-5), 5):.3f} ms")
 
     import numba
-    title(f"numpy (ops.py) vs numba (kernels.py), GPT-2 124M sizes, {numba.get_num_threads()} numba threads")
+    title(f"numpy (ops.py) vs numba (engine.py), GPT-2 124M sizes, {numba.get_num_threads()} numba threads")
     rng = np.random.default_rng(1)
     c, inner, h, d = 768, 3072, 12, 64
     s = 128 if args.fast else 512                                      # tokens in the cache
@@ -90,8 +90,8 @@ def main(argv=None):
     rows = []
     print(f"{'op':30s} {'numpy ms':>10s} {'numba ms':>10s} {'speed-up':>9s} {'max |diff|':>11s}")
     for name, case in cases.items():
-        t_np, t_nb = best_ms(lambda: case(ops), repeats), best_ms(lambda: case(kernels), repeats)
-        out_np, out_nb = case(ops), case(kernels)
+        t_np, t_nb = best_ms(lambda: case(ops), repeats), best_ms(lambda: case(engine), repeats)
+        out_np, out_nb = case(ops), case(engine)
         rows.append((name, t_np, t_nb, out_np, out_nb))
         print(f"{name:30s} {t_np:10.3f} {t_nb:10.3f} {t_np / t_nb:8.1f}x {np.abs(out_np - out_nb).max():11.2e}")
 
@@ -101,7 +101,7 @@ def main(argv=None):
         fig, ax = plt.subplots(figsize=(8, 3.8))
         pos = np.arange(len(rows))
         ax.barh(pos - 0.2, [r[1] for r in rows], 0.4, label="numpy (ops.py)")
-        ax.barh(pos + 0.2, [r[2] for r in rows], 0.4, label="numba (kernels.py)")
+        ax.barh(pos + 0.2, [r[2] for r in rows], 0.4, label="numba (engine.py)")
         ax.set_yticks(pos, [r[0] for r in rows], fontsize=8), ax.invert_yaxis()
         ax.set_xscale("log"), ax.set_xlabel("best time, ms (log scale; shorter is faster)"), ax.legend()
         ax.set_title("the same ops, two backends (one run on this machine)", fontsize=9)
@@ -114,8 +114,8 @@ def main(argv=None):
     check("our kernel == torch layer_norm", ours, ref["ln_out"].reshape(-1, 16), tol=1e-5)
     check("our kernel == minigpt2.ops.layer_norm (numpy)", layer_norm_kernel(x, w, b, 1e-5),
           ops.layer_norm(x, w, b), tol=1e-5)
-    check("our kernel == minigpt2.kernels.layer_norm", layer_norm_kernel(x, w, b, 1e-5),
-          kernels.layer_norm(x, w, b), tol=1e-5)
+    check("our kernel == minigpt2.engine.layer_norm", layer_norm_kernel(x, w, b, 1e-5),
+          engine.layer_norm(x, w, b), tol=1e-5)
     for name, _, _, out_np, out_nb in rows:
         check(f"kernels == ops: {name}", out_nb, out_np, tol=1e-5, relative=True)
     from minigpt2.model import GPT2LMHeadModel

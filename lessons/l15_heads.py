@@ -36,7 +36,7 @@ def classify_sequences(h, attention_mask, score_weight):
 
 def head_fixture(name):
     """(config, body GPT2Model (numpy), head tensors, transformers' reference arrays)."""
-    from minigpt2.checkpoints import load_weights
+    from minigpt2.weights.checkpoints import load_weights
     from minigpt2.config import GPT2Config
     from minigpt2.model import GPT2Model
 

@@ -43,7 +43,7 @@ PUBLISHED = [
 
 
 def local_folder(name):
-    from minigpt2.hub import resolve_model_folder
+    from minigpt2.weights.hub import resolve_model_folder
     try:
         return Path(resolve_model_folder(name, local_files_only=True))
     except (OSError, ValueError):

@@ -36,7 +36,7 @@ GREEDY_NEW_TOKENS = 12
 
 
 def tokenizer_references():
-    from minigpt2.tokenizer_reference import tiktoken_gpt2, tokenizers_gpt2
+    from minigpt2.tokenizer.reference import tiktoken_gpt2, tokenizers_gpt2
 
     tik, hf = tiktoken_gpt2(), tokenizers_gpt2()
     entries = []

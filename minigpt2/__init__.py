@@ -25,8 +25,8 @@ _PUBLIC_NAMES = {
     "GPT2ForTokenClassification": "minigpt2.heads",
     "GPT2ForQuestionAnswering": "minigpt2.heads",
     "KVCache": "minigpt2.cache",
-    "set_float32_matmul_precision": "minigpt2.kernels",
-    "get_float32_matmul_precision": "minigpt2.kernels",
+    "set_float32_matmul_precision": "minigpt2.engine",
+    "get_float32_matmul_precision": "minigpt2.engine",
 }
 
 __all__ = sorted(_PUBLIC_NAMES)

@@ -30,7 +30,7 @@ LONG_PROMPT_TOKENS = 512          # ... and the long-context decode's (32 steps 
 
 def default_folder(model="gpt2"):
     """Where random checkpoints are kept between runs: ~/.cache/minigpt2/bench/<model>-random."""
-    from .hub import minigpt2_cache_dir
+    from minigpt2.weights.hub import minigpt2_cache_dir
     return minigpt2_cache_dir() / "bench" / f"{model}-random"
 
 
@@ -43,9 +43,9 @@ def write_random_checkpoint(folder, model="gpt2", seed=0, std=0.02, config=None)
     into a scratch memory map next to the output, so even gpt2-xl (6.2 GB) never sits in RAM.
     Does nothing if the folder already holds a checkpoint of this model. Returns the folder.
     """
-    from .checkpoints import expected_body_shapes
-    from .config import PRESETS, GPT2Config
-    from .safetensors import save_file
+    from minigpt2.weights.checkpoints import expected_body_shapes
+    from minigpt2.config import PRESETS, GPT2Config
+    from minigpt2.weights.safetensors import save_file
 
     if config is None and model not in PRESETS:
         raise ValueError(f"model must be one of {sorted(PRESETS)}, got {model!r}")
@@ -119,11 +119,11 @@ class _Runner:
             torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
             self.model = HFModel.from_pretrained(folder, dtype=torch_dtype).eval()
         else:
-            from . import kernels
-            from .model import GPT2LMHeadModel
-            from .quantize import convert_model
-            kernels.set_num_threads(threads)     # both Numba's and BLAS's pools (numpy uses BLAS too)
-            kernels.set_float32_matmul_precision(matmul_precision)
+            from minigpt2 import engine
+            from minigpt2.model import GPT2LMHeadModel
+            from minigpt2.quantize import convert_model
+            engine.set_num_threads(threads)     # both Numba's and BLAS's pools (numpy uses BLAS too)
+            engine.set_float32_matmul_precision(matmul_precision)
             self.model = convert_model(GPT2LMHeadModel.from_pretrained(folder, backend=backend), dtype)
 
     def prefill(self, ids):
@@ -212,11 +212,11 @@ def measure_bandwidth(threads, megabytes=512, repeats=5):
 
     A decode step is a chain of matrix-vector products whose weights come from DRAM, so the
     speed of one product over a matrix far larger than the caches is the ceiling for decoding:
-    "numba" is the engine's own float32 kernel (matvec._matvec_out_in, with prefetching),
+    "numba" is the engine's own float32 kernel (matvec.matvec_out_in, with prefetching),
     "blas" is NumPy's BLAS sgemv on the same matrix. Best of `repeats`.
     """
-    from . import kernels, matvec
-    kernels.set_num_threads(threads)
+    from minigpt2.engine import matvec, policy
+    policy.set_num_threads(threads)
     n_in = 768
     n_out = megabytes * 1_000_000 // (4 * n_in)
     matrix = np.full((n_out, n_in), 0.01, dtype=np.float32)       # [n_out, n_in], touched once
@@ -224,7 +224,7 @@ def measure_bandwidth(threads, megabytes=512, repeats=5):
     bias = np.zeros(n_out, dtype=np.float32)
     scale = np.ones(n_out, dtype=np.float32)                       # float32 weights: no scale
     out = np.empty((1, n_out), dtype=np.float32)
-    numba_s = best_seconds(lambda: matvec._matvec_out_in[False](x, matrix, scale, bias, False, out), repeats)
+    numba_s = best_seconds(lambda: matvec.matvec_out_in[False](x, matrix, scale, bias, False, out), repeats)
     blas_s = best_seconds(lambda: np.matmul(matrix, x[0], out=out[0]), repeats)
     return {"numba": matrix.nbytes / numba_s / 1e9, "blas": matrix.nbytes / blas_s / 1e9}
 
@@ -327,8 +327,8 @@ def run_columns(columns, lengths, new_tokens, repeats=2, rounds=2, threads=2, st
 
 def streamed_bytes_per_token(model, dtype):
     """Weight bytes one decode step reads: every block matrix and the LM head (wte), once."""
-    from .config import PRESETS, GPT2Config
-    from .quantize import BYTES_PER_WEIGHT
+    from minigpt2.config import PRESETS, GPT2Config
+    from minigpt2.weights.packed import BYTES_PER_WEIGHT
     config = GPT2Config(**PRESETS[model])
     c, inner = config.n_embd, config.inner_dim
     matrices = config.n_layer * (c * 3 * c + c * c + 2 * c * inner) + config.vocab_size * c

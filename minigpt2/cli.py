@@ -44,7 +44,7 @@ def add_download_command(subparsers):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def run(args):
-        from minigpt2 import hub
+        from minigpt2.weights import hub
 
         if not args.names:
             print_model_list(args.cache_dir)
@@ -69,7 +69,7 @@ FALLBACK_MODEL = "tiny-shakespeare"   # bundled with the package: runs when gpt2
 def _model_folder(name):
     """The folder of --model NAME; with no --model, gpt2 (cached or downloaded), else the bundled
     demo model, with one line on stderr saying why."""
-    from minigpt2 import hub
+    from minigpt2.weights import hub
 
     if name is not None:
         return hub.resolve_model_folder(name)
@@ -92,8 +92,8 @@ def _load(name, backend="numba", dtype="auto", matmul_precision="highest"):
     from minigpt2.tokenizer import GPT2Tokenizer
 
     if matmul_precision != "highest":
-        from minigpt2 import kernels
-        kernels.set_float32_matmul_precision(matmul_precision)
+        from minigpt2 import engine
+        engine.set_float32_matmul_precision(matmul_precision)
     folder = _model_folder(name)
     model = GPT2LMHeadModel.from_pretrained(folder, backend=backend, dtype=dtype)
     tokenizer = GPT2Tokenizer.from_pretrained(folder)
@@ -283,7 +283,7 @@ def add_score_command(subparsers):
 
 def print_model_list(cache_dir=None):
     """The official models (downloaded or not) and the models bundled with the package."""
-    from minigpt2 import hub
+    from minigpt2.weights import hub
 
     print("official models:")
     print("\n".join("  " + line for line in hub.describe_official_models(cache_dir)))
@@ -308,7 +308,7 @@ def add_info_command(subparsers):
     parser.add_argument("--model", default=None, metavar="NAME_OR_FOLDER", help="a model name or folder")
 
     def run(args):
-        from minigpt2 import hub
+        from minigpt2.weights import hub
 
         if args.model is None:
             print_model_list()
@@ -328,7 +328,7 @@ def describe_model_folder(folder):
     import numpy as np
 
     from minigpt2.config import GPT2Config
-    from minigpt2.safetensors import load_file
+    from minigpt2.weights.safetensors import load_file
 
     folder = Path(folder)
     config = GPT2Config.from_pretrained(folder)
@@ -548,7 +548,7 @@ def add_bench_command(subparsers):
         if args.model in PRESETS:
             folder = bench.write_random_checkpoint(bench.default_folder(args.model), args.model)
         elif os.path.isdir(args.model):
-            from minigpt2.checkpoints import weight_files
+            from minigpt2.weights.checkpoints import weight_files
             from minigpt2.config import GPT2Config
 
             GPT2Config.from_pretrained(args.model)   # here, not as a traceback from every worker
@@ -608,7 +608,8 @@ def add_convert_command(subparsers):
         import shutil
         from pathlib import Path
 
-        from minigpt2 import hub, quantize
+        from minigpt2 import quantize
+        from minigpt2.weights import hub
         from minigpt2.model import GPT2LMHeadModel
 
         folder = Path(hub.resolve_model_folder(args.model))

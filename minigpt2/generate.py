@@ -508,3 +508,15 @@ def stream(model, tokenizer, prompt, **kwargs):
     for step in iter_generate(model, ids, tokenizer=tokenizer, **kwargs):
         if step.texts[0]:
             yield step.texts[0]
+
+
+class GenerationMixin:
+    """``model.generate(...)`` for a model class: the loop above, with the model as its first argument.
+
+    The model classes inherit this (as transformers' do), so this module never imports them: it
+    only calls ``model(...)`` and reads ``model.config``.
+    """
+
+    def generate(self, input_ids, **kwargs):
+        """Continue the prompts; see ``minigpt2.generate.generate`` for the arguments."""
+        return generate(self, input_ids, **kwargs)

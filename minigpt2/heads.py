@@ -20,47 +20,36 @@ training: at inference it is the identity, so none is applied here.
 
 import numpy as np
 
-from . import ops
-from .checkpoints import load_weights, split_body_and_heads, weight_files
-from .config import GPT2Config
-from .inputs import as_array
-from .model import GPT2LMHeadModel, GPT2Model, resolve_folder
-from .outputs import (GPT2DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
-                      SequenceClassifierOutputWithPast, TokenClassifierOutput)
+from minigpt2 import ops
+from minigpt2.inputs import as_array
+from minigpt2.model import GPT2Model, PretrainedMixin, lm_head_params, untied_lm_head
+from minigpt2.outputs import (GPT2DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
+                              SequenceClassifierOutputWithPast, TokenClassifierOutput)
+from minigpt2.weights.checkpoints import split_body_and_heads
 
 IGNORE_INDEX = -100      # a label that takes no part in the loss (transformers' convention)
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
-class _GPT2WithHead:
-    """What every head shares: the GPT2Model body, the backend, and loading a saved folder."""
+class GPT2WithHead(PretrainedMixin):
+    """What every head shares: the GPT2Model body, the backend, and loading a saved folder
+    (``from_pretrained`` reads what transformers' ``save_pretrained`` writes for the class:
+    ``transformer.*`` body tensors and the head's own)."""
 
     def __init__(self, config, weights, backend="numba", source="weights"):
         """``weights``: every tensor of the checkpoint (body with or without ``transformer.``)."""
         self.config = config
-        self.transformer = GPT2Model(config, weights, backend=backend)
+        self.transformer = GPT2Model(config, weights, backend=backend, source=source)
         _, heads = split_body_and_heads(weights)
-        self._init_head(heads, source)
+        self.init_head(heads, source)
 
-    def _init_head(self, heads, source):
+    def init_head(self, heads, source):
+        """Read the head's own tensors from ``heads`` (checkpoint names); each class has its own."""
         raise NotImplementedError
 
-    @classmethod
-    def from_pretrained(cls, name_or_folder, backend="numba", cache_dir=None, local_files_only=False,
-                        dtype="auto"):
-        """Load a folder written by transformers' ``save_pretrained`` for this class (config.json +
-        model.safetensors: ``transformer.*`` body tensors and the head's own), or a hub name.
-        ``dtype`` stores the body's big matrices (and the tied LM head) as GPT2LMHeadModel's does;
-        the task head itself is a few rows and stays float32."""
-        from . import quantize
-
-        storage = quantize.resolve_dtype(dtype)
-        folder = resolve_folder(name_or_folder, cache_dir, local_files_only)
-        config = GPT2Config.from_pretrained(folder)
-        body, heads = load_weights(folder, config)
-        files = weight_files(folder)
-        source = files[0] if len(files) == 1 else f"{folder} ({len(files)} shards)"
-        return quantize.convert_model(cls(config, {**heads, **body}, backend=backend, source=source), storage)
+    def state_dict(self):
+        """{checkpoint name: array} of the body (unprefixed); the heads' tensors are their own attributes."""
+        return self.transformer.state_dict()
 
     @property
     def backend(self):
@@ -69,7 +58,7 @@ class _GPT2WithHead:
 
 # ---- sequence classification -----------------------------------------------------------------------
 
-class GPT2ForSequenceClassification(_GPT2WithHead):
+class GPT2ForSequenceClassification(GPT2WithHead):
     """GPT-2 with a linear ``score`` head (no bias) read at the last real token of each row.
 
     A causal model has seen the whole text only at its last token, so that token's hidden state
@@ -95,7 +84,7 @@ class GPT2ForSequenceClassification(_GPT2WithHead):
     transformers also writes the chosen type into its config; here the config is left unchanged.
     """
 
-    def _init_head(self, heads, source):
+    def init_head(self, heads, source):
         n_labels, c = self.config.num_labels, self.config.n_embd
         self.num_labels = n_labels
         self.score = _head_tensor(heads, "score.weight", (n_labels, c), "[num_labels, n_embd]",
@@ -192,7 +181,7 @@ def sequence_classification_loss(logits, labels, problem_type):
 
 # ---- token classification ---------------------------------------------------------------------------
 
-class GPT2ForTokenClassification(_GPT2WithHead):
+class GPT2ForTokenClassification(GPT2WithHead):
     """GPT-2 with a linear ``classifier`` head (with bias) on every token: logits [b, t, num_labels].
 
     ``labels`` [b, t] (class indices, -100 = ignored, e.g. padding or sub-word pieces) give the
@@ -203,7 +192,7 @@ class GPT2ForTokenClassification(_GPT2WithHead):
     transformers' there (positions count real tokens here, all tokens there). Label them -100.
     """
 
-    def _init_head(self, heads, source):
+    def init_head(self, heads, source):
         n_labels, c = self.config.num_labels, self.config.n_embd
         self.num_labels = n_labels
         name = type(self).__name__
@@ -233,7 +222,7 @@ class GPT2ForTokenClassification(_GPT2WithHead):
 
 # ---- question answering -----------------------------------------------------------------------------
 
-class GPT2ForQuestionAnswering(_GPT2WithHead):
+class GPT2ForQuestionAnswering(GPT2WithHead):
     """GPT-2 with ``qa_outputs`` (a linear layer to 2 numbers per token): start_logits and
     end_logits [b, t], the scores of each token as the first / last token of the answer span.
 
@@ -242,7 +231,7 @@ class GPT2ForQuestionAnswering(_GPT2WithHead):
     mean of the start and end cross-entropies (NaN when every row is ignored, as in torch).
     """
 
-    def _init_head(self, heads, source):
+    def init_head(self, heads, source):
         c, name = self.config.n_embd, type(self).__name__
         self.qa_outputs = (_head_tensor(heads, "qa_outputs.weight", (2, c), "[2, n_embd]", source, name),
                            _head_tensor(heads, "qa_outputs.bias", (2,), "[2]", source, name))
@@ -277,7 +266,7 @@ class GPT2ForQuestionAnswering(_GPT2WithHead):
 
 # ---- double heads: language model + multiple choice -------------------------------------------------
 
-class GPT2DoubleHeadsModel(_GPT2WithHead):
+class GPT2DoubleHeadsModel(GPT2WithHead):
     """GPT-2 scoring several candidate continuations at once: the LM head (tied to wte) on every
     token, and a multiple-choice head giving one score per candidate.
 
@@ -295,10 +284,15 @@ class GPT2DoubleHeadsModel(_GPT2WithHead):
 
     def __init__(self, config, weights, backend="numba", source="weights"):
         # the body and the LM head (tied to wte, or lm_head.weight when untied) as GPT2LMHeadModel has them
-        lm = GPT2LMHeadModel(config, weights, backend=backend)
-        self.config, self.transformer, self.lm_head = config, lm.transformer, lm.lm_head   # lm_head [v, c]
+        self.config = config
+        self.transformer = GPT2Model(config, weights, backend=backend, source=source)
+        self.lm_head = lm_head_params(config, weights, self.transformer, source)      # weight [v, c]
         _, heads = split_body_and_heads(weights)
         self.multiple_choice_head = GPT2SequenceSummary(config, heads, source)
+
+    def state_dict(self):
+        """{checkpoint name: array} of the body, plus "lm_head.weight" when it is not tied."""
+        return {**self.transformer.state_dict(), **untied_lm_head(self)}
 
     def __call__(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                  position_ids=None, head_mask=None, inputs_embeds=None, mc_token_ids=None, labels=None,
@@ -326,7 +320,7 @@ class GPT2DoubleHeadsModel(_GPT2WithHead):
                                output_attentions=output_attentions,
                                output_hidden_states=output_hidden_states)
         h = out.last_hidden_state                                          # [b * nc, t, c]
-        logits = self.transformer.ops.linear(h, self.lm_head.T, None)     # [b * nc, t, c] -> [b * nc, t, v]
+        logits = self.transformer.ops.linear(h, self.lm_head.weight.T, None)  # [b * nc, t, c] -> [b * nc, t, v]
         # [b * nc, ...] -> [b, nc, ...]
         choices = lambda a: a.reshape(b, n_choices, *a.shape[1:])          # noqa: E731
         mc_logits = self.multiple_choice_head(choices(h), mc_token_ids)     # [b, nc, t, c] -> [b, nc, k]

@@ -2,59 +2,120 @@
 
 One token's path, ids to logits (shapes for a batch b of t new tokens, s = past + t):
 
-    x = wte[ids] + wpe[positions]                              [b, t] -> [b, t, c]
-    for each of the n_layer blocks:
-        x = x + c_proj(attention(split(c_attn(ln_1(x)))))       [b, t, c]
-        x = x + mlp_c_proj(act(c_fc(ln_2(x))))                  [b, t, c]
-    x = ln_f(x)                                                 [b, t, c]
-    logits = x @ wte.T                                          [b, t, v]   (GPT2LMHeadModel)
+    x = wte[ids] + wpe[positions]                                  [b, t] -> [b, t, c]
+    for each block in h:
+        x = x + block.attn(block.ln_1(x))                          [b, t, c]
+        x = x + block.mlp(block.ln_2(x))                           [b, t, c]
+    x = ln_f(x)                                                    [b, t, c]
+    logits = x @ wte.T                                             [b, t, v]   (GPT2LMHeadModel)
 
-``backend="numba"`` (default) takes layer_norm, linear, gelu_new and attention from
-``kernels.py``; ``backend="numpy"`` takes them from ``ops.py``. Both compute the same function.
+Every weight sits at the attribute path of its checkpoint name: ``h.0.attn.c_attn.weight`` is
+``model.transformer.h[0].attn.c_attn.weight``, ``wte.weight`` is ``model.transformer.wte.weight``,
+so nothing renames tensors on the way in or out (``state_dict()`` gives them back by name).
+
+``backend="numba"`` (default) takes the ops in ``ops.BACKEND_OPS`` from ``minigpt2.engine``;
+``backend="numpy"`` takes them from ``ops.py``. Both compute the same function.
 """
 
 import os
 
 import numpy as np
 
-from . import inputs, ops
-from .cache import KVCache
-from .checkpoints import check_body_weights, load_weights, split_body_and_heads
-from .config import GPT2Config
-from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from minigpt2 import inputs, ops
+from minigpt2.cache import KVCache
+from minigpt2.config import GPT2Config
+from minigpt2.generate import GenerationMixin
+from minigpt2.outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from minigpt2.weights.checkpoints import check_body_weights, load_weights, split_body_and_heads, weights_source
+from minigpt2.weights.packed import PackedWeight
 
 
 def backend_module(backend):
-    """The module whose layer_norm / linear / gelu_new / attention the model calls."""
+    """The module that provides the ops in ops.BACKEND_OPS for this backend."""
     if backend == "numpy":
         return ops
     if backend == "numba":
-        from . import kernels        # imported on demand: only this backend pays for Numba
-        return kernels
+        from minigpt2 import engine      # imported on demand: only this backend pays for Numba
+        return engine
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+
+
+class Params:
+    """The tensors of one layer, found under their checkpoint names: ``weight`` and ``bias``."""
+
+    def __init__(self, weights, name):
+        self.weight = weights[f"{name}.weight"]
+        self.bias = weights.get(f"{name}.bias")
+
+    def named(self, name):
+        """{checkpoint name: array} of this layer's tensors."""
+        out = {f"{name}.weight": self.weight}
+        if self.bias is not None:
+            out[f"{name}.bias"] = self.bias
+        return out
+
+
+class GPT2Attention:
+    """Causal self-attention: c_attn makes q, k, v for every head, c_proj mixes the heads' outputs."""
+
+    def __init__(self, weights, name, layer_idx, config, backend_ops):
+        self.c_attn = Params(weights, f"{name}.c_attn")     # [c, 3c], [3c]
+        self.c_proj = Params(weights, f"{name}.c_proj")     # [c, c], [c]
+        self.layer_idx, self.n_head, self.ops = layer_idx, config.n_head, backend_ops
+        # Attention scores are q.k * scale. reorder_and_upcast_attn only changes the order of
+        # float16 operations in transformers; in float32 it computes the same thing, so it is ignored.
+        self.scale = 1.0 / np.sqrt(config.head_dim) if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= layer_idx + 1
+
+    def __call__(self, h, mask, kv_cache, head_mask, output_attentions, record, rows_to_keep):
+        """h [b, t, c] (after ln_1) -> (out [b, t, c] or [b, rows_to_keep, c], probs or None)."""
+        K = self.ops
+        qkv = K.linear(h, self.c_attn.weight, self.c_attn.bias)        # [b, t, c] -> [b, t, 3c]
+        c = qkv.shape[-1] // 3
+        q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]   # 3 x [b, t, c] (views)
+        q, k, v = (ops.split_heads(a, self.n_head) for a in (q, k, v))  # 3 x [b, h, t, d]
+        record("attn.q", q), record("attn.k", k), record("attn.v", v)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)               # past + new: [b, h, s, d]
+        if 0 < rows_to_keep < q.shape[2]:                              # only the last rows go on:
+            q = q[:, :, -rows_to_keep:]                                # [b, h, rows, d]
+            mask = np.ascontiguousarray(mask[:, -rows_to_keep:])       # [b, rows, s]
+        a, probs = K.attention(q, k, v, mask, self.scale, head_mask, output_attentions)  # [b, h, t, d]
+        if probs is not None:
+            record("attn.probs", probs)
+        return K.linear(ops.merge_heads(a), self.c_proj.weight, self.c_proj.bias), probs  # [b, t, c]
+
+
+class GPT2MLP:
+    """The position-wise feed-forward layer: c_fc widens to n_inner (4c), GELU, c_proj narrows back."""
+
+    def __init__(self, weights, name, config, backend_ops):
+        self.c_fc = Params(weights, f"{name}.c_fc")         # [c, inner], [inner]
+        self.c_proj = Params(weights, f"{name}.c_proj")     # [inner, c], [c]
+        self.activation, self.ops = config.activation_function, backend_ops
+
+    def __call__(self, h, record):
+        """h [b, t, c] (after ln_2) -> [b, t, c]."""
+        K = self.ops
+        if self.activation == "gelu_new":                  # GPT-2's own: the backend fuses it
+            h_act = K.linear_gelu(h, self.c_fc.weight, self.c_fc.bias)            # [b, t, inner]
+        else:                                              # the other activations: NumPy (ops.py)
+            h_act = ops.ACTIVATIONS[self.activation](K.linear(h, self.c_fc.weight, self.c_fc.bias))
+        record("mlp.act", h_act)
+        return K.linear(h_act, self.c_proj.weight, self.c_proj.bias)              # [b, t, c]
 
 
 class GPT2Block:
     """One transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Pre-norm residual."""
 
     def __init__(self, weights, layer_idx, config, backend_ops):
-        w = lambda name: weights[f"h.{layer_idx}.{name}"]              # noqa: E731
-        self.ln_1 = (w("ln_1.weight"), w("ln_1.bias"))
-        self.c_attn = (w("attn.c_attn.weight"), w("attn.c_attn.bias"))    # [c, 3c], [3c]
-        self.attn_c_proj = (w("attn.c_proj.weight"), w("attn.c_proj.bias"))  # [c, c], [c]
-        self.ln_2 = (w("ln_2.weight"), w("ln_2.bias"))
-        self.c_fc = (w("mlp.c_fc.weight"), w("mlp.c_fc.bias"))            # [c, inner], [inner]
-        self.mlp_c_proj = (w("mlp.c_proj.weight"), w("mlp.c_proj.bias"))  # [inner, c], [c]
-        self.layer_idx, self.n_head, self.eps = layer_idx, config.n_head, config.layer_norm_epsilon
-        self.ops = backend_ops
-        # Attention scores are q.k * scale. reorder_and_upcast_attn only changes the order of
-        # float16 operations in transformers; in float32 it computes the same thing, so it is ignored.
-        self.scale = 1.0 / np.sqrt(config.head_dim) if config.scale_attn_weights else 1.0
-        if config.scale_attn_by_inverse_layer_idx:
-            self.scale /= layer_idx + 1
-        self.activation = config.activation_function
-        # GPT-2's own GELU comes from the backend; the other activations are NumPy-only (ops.py)
-        self.act = backend_ops.gelu_new if self.activation == "gelu_new" else ops.ACTIVATIONS[self.activation]
+        name = f"h.{layer_idx}"
+        self.ln_1 = Params(weights, f"{name}.ln_1")
+        self.attn = GPT2Attention(weights, f"{name}.attn", layer_idx, config, backend_ops)
+        self.ln_2 = Params(weights, f"{name}.ln_2")
+        self.mlp = GPT2MLP(weights, f"{name}.mlp", config, backend_ops)
+        self.layer_idx, self.eps, self.ops = layer_idx, config.layer_norm_epsilon, backend_ops
 
     def __call__(self, x, mask, kv_cache=None, head_mask=None, output_attentions=False, trace=None,
                  rows_to_keep=0):
@@ -68,46 +129,36 @@ class GPT2Block:
         and the MLP run on the kept rows only (the last block of a prompt whose logits are only
         needed at its end).
         """
-        K, i = self.ops, self.layer_idx
-        record = (lambda name, a: trace.__setitem__(f"h.{i}.{name}", a)) if trace is not None \
+        record = (lambda name, a: trace.__setitem__(f"h.{self.layer_idx}.{name}", a)) if trace is not None \
             else (lambda name, a: None)
-        # -- attention
-        h = K.layer_norm(x, *self.ln_1, self.eps)                      # [b, t, c]
-        qkv = K.linear(h, *self.c_attn)                                # [b, t, c] -> [b, t, 3c]
-        c = qkv.shape[-1] // 3
-        q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]   # 3 x [b, t, c] (views)
-        q, k, v = (ops.split_heads(a, self.n_head) for a in (q, k, v))  # 3 x [b, h, t, d]
-        record("ln_1", h), record("attn.q", q), record("attn.k", k), record("attn.v", v)
-        if kv_cache is not None:
-            k, v = kv_cache.update(i, k, v)                            # past + new: [b, h, s, d]
-        if 0 < rows_to_keep < x.shape[1]:                              # only the last rows go on:
-            x, q = x[:, -rows_to_keep:], q[:, :, -rows_to_keep:]       # [b, rows, c], [b, h, rows, d]
-            mask = np.ascontiguousarray(mask[:, -rows_to_keep:])      # [b, rows, s]
-        a, probs = K.attention(q, k, v, mask, self.scale, head_mask, output_attentions)  # [b, h, t, d]
-        a = K.linear(ops.merge_heads(a), *self.attn_c_proj)           # [b, h, t, d] -> [b, t, c]
-        x = x + a
-        if probs is not None:
-            record("attn.probs", probs)
+        h = self.ops.layer_norm(x, self.ln_1.weight, self.ln_1.bias, self.eps)   # [b, t, c]
+        record("ln_1", h)
+        a, probs = self.attn(h, mask, kv_cache, head_mask, output_attentions, record, rows_to_keep)
+        x = x[:, x.shape[1] - a.shape[1]:] + a                                   # [b, t or rows, c]
         record("attn", a), record("resid_1", x)
-        # -- MLP
-        h = K.layer_norm(x, *self.ln_2, self.eps)                      # [b, t, c]
-        if self.activation == "gelu_new" and hasattr(K, "linear_gelu"):
-            h_act = K.linear_gelu(h, *self.c_fc)                       # fused: [b, t, c] -> [b, t, inner]
-        else:
-            h_act = self.act(K.linear(h, *self.c_fc))                  # [b, t, c] -> [b, t, inner]
-        m = K.linear(h_act, *self.mlp_c_proj)                          # [b, t, inner] -> [b, t, c]
+        h = self.ops.layer_norm(x, self.ln_2.weight, self.ln_2.bias, self.eps)   # [b, t, c]
+        record("ln_2", h)
+        m = self.mlp(h, record)
         x = x + m
-        record("ln_2", h), record("mlp.act", h_act), record("mlp", m), record("out", x)
+        record("mlp", m), record("out", x)
         return x, probs
+
+    def named_weights(self):
+        """{checkpoint name: array} of this block's tensors."""
+        name = f"h.{self.layer_idx}"
+        return {**self.ln_1.named(f"{name}.ln_1"), **self.attn.c_attn.named(f"{name}.attn.c_attn"),
+                **self.attn.c_proj.named(f"{name}.attn.c_proj"), **self.ln_2.named(f"{name}.ln_2"),
+                **self.mlp.c_fc.named(f"{name}.mlp.c_fc"), **self.mlp.c_proj.named(f"{name}.mlp.c_proj")}
 
 
 class PretrainedMixin:
-    """``from_pretrained`` for every model class: config.json + checked weights -> cls(config, weights)."""
+    """``from_pretrained`` for every model class (this module's and heads.py's): a folder or a name
+    -> config + checked weights -> ``cls(config, weights, backend=..., source=...)``."""
 
     @classmethod
     def from_pretrained(cls, name_or_folder, backend="numba", cache_dir=None, local_files_only=False,
                         dtype="auto"):
-        """Load from a folder (config.json + model.safetensors) or a model name (via minigpt2.hub).
+        """Load from a folder (config.json + model.safetensors) or a model name (via minigpt2.weights.hub).
 
         dtype: how the big matrices (the block linears and wte / the LM head) are stored; compute
         stays float32. "float32", "bfloat16", "float16" or "int8" (also bf16 / fp16 / fp32 and
@@ -115,8 +166,9 @@ class PretrainedMixin:
         transformers 5): as stored, so an ordinary checkpoint loads as float32 and a folder
         written by quantize.save_converted loads packed, as it was saved, with nothing converted.
         Asking such a folder for another dtype is a ValueError (no re-quantizing packed values).
+        Task heads (heads.py) keep their few-row head in float32.
         """
-        from . import quantize     # the packed formats: only needed when they are used
+        from minigpt2 import quantize     # the packed formats: only needed when they are used
 
         storage = quantize.resolve_dtype(dtype)                       # bad dtype: fail before any I/O
         folder = resolve_folder(name_or_folder, cache_dir, local_files_only)
@@ -127,12 +179,14 @@ class PretrainedMixin:
                                  f"it loads as dtype={stored!r} (or 'auto'), not {storage!r}. For "
                                  f"{storage}, load the original float32 checkpoint with dtype={storage!r}")
             if not issubclass(cls, (GPT2Model, GPT2LMHeadModel)):
-                raise ValueError(f"{folder} holds {stored} weights of a GPT2LMHeadModel (written by "
-                                 f"quantize.save_converted); {cls.__name__} cannot load it")
-            return quantize.load_converted(folder, backend=backend, model_class=cls)
+                raise ValueError(f"{os.path.join(folder, 'model.safetensors')} holds {stored} weights written by "
+                                 f"minigpt2.quantize.save_converted for a GPT2LMHeadModel; {cls.__name__} "
+                                 f"cannot load it (load the original checkpoint, with dtype={stored!r})")
+            config, weights, source = quantize.load_converted_weights(folder)
+            return cls(config, weights, backend=backend, source=source)
         config = GPT2Config.from_pretrained(folder)
         body, heads = load_weights(folder, config)                  # body unprefixed, heads as stored
-        model = cls(config, {**heads, **body}, backend=backend)
+        model = cls(config, {**heads, **body}, backend=backend, source=weights_source(folder))
         return quantize.convert_model(model, storage)               # None / float32: unchanged
 
 
@@ -140,19 +194,28 @@ class GPT2Model(PretrainedMixin):
     """The GPT-2 body: embeddings, n_layer blocks, final layer norm. ``weights`` as in a checkpoint
     (names with or without the ``transformer.`` prefix), float32 arrays."""
 
-    def __init__(self, config, weights, backend="numba"):
+    def __init__(self, config, weights, backend="numba", source="weights"):
         if config.add_cross_attention:
             raise ValueError("add_cross_attention=True (GPT-2 as a decoder of an encoder) is not supported")
         if config.activation_function not in ops.ACTIVATIONS:
             raise ValueError(f"activation_function {config.activation_function!r} is not one of "
                              f"{sorted(ops.ACTIVATIONS)}")
         body, _ = split_body_and_heads(weights)
-        check_body_weights(body, config)
-        body = {name: np.asarray(a, np.float32) for name, a in body.items()}  # no copy if float32
+        check_body_weights(body, config, source)
+        body = {name: as_weight(a) for name, a in body.items()}    # float32: no copy; packed: as is
         self.config, self.backend, self.ops = config, backend, backend_module(backend)
-        self.wte, self.wpe = body["wte.weight"], body["wpe.weight"]        # [v, c], [n_positions, c]
+        self.wte = Params(body, "wte")                                      # [v, c]
+        self.wpe = Params(body, "wpe")                                      # [n_positions, c]
         self.h = [GPT2Block(body, i, config, self.ops) for i in range(config.n_layer)]
-        self.ln_f = (body["ln_f.weight"], body["ln_f.bias"])
+        self.ln_f = Params(body, "ln_f")
+
+    def state_dict(self):
+        """{checkpoint name: array} of every weight, unprefixed ("wte.weight", "h.0.ln_1.weight", ...)."""
+        weights = {**self.wte.named("wte"), **self.wpe.named("wpe")}
+        for block in self.h:
+            weights.update(block.named_weights())
+        weights.update(self.ln_f.named("ln_f"))
+        return weights
 
     def __call__(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                  position_ids=None, head_mask=None, inputs_embeds=None, use_cache=False,
@@ -196,10 +259,11 @@ class GPT2Model(PretrainedMixin):
         head_masks = inputs.head_masks(head_mask, cfg.n_layer, cfg.n_head)           # n_layer x ([h] or None)
 
         # -- embeddings: token + position (+ token type, embedded with wte as in transformers)
-        tokens = self.wte[input_ids] if inputs_embeds is None else inputs_embeds
-        x = tokens + self.wpe[position_ids]                                    # [b, t, c]
+        wte, wpe = self.wte.weight, self.wpe.weight                           # [v, c], [n_positions, c]
+        tokens = wte[input_ids] if inputs_embeds is None else inputs_embeds
+        x = tokens + wpe[position_ids]                                         # [b, t, c]
         if token_type_ids is not None:
-            x = x + self.wte[inputs.token_ids(token_type_ids, "token_type_ids", cfg.vocab_size, (b, t))]
+            x = x + wte[inputs.token_ids(token_type_ids, "token_type_ids", cfg.vocab_size, (b, t))]
         if trace is not None:
             trace["embed"] = x
         # which keys each query may see: causal, and not padding
@@ -216,7 +280,7 @@ class GPT2Model(PretrainedMixin):
             keep = rows_to_keep if i == cfg.n_layer - 1 else 0
             x, probs = block(x, mask, kv_cache, block_head_mask, output_attentions, trace, keep)
             attentions.append(probs)
-        x = self.ops.layer_norm(x, *self.ln_f, cfg.layer_norm_epsilon)         # [b, t, c]
+        x = self.ops.layer_norm(x, self.ln_f.weight, self.ln_f.bias, cfg.layer_norm_epsilon)  # [b, t, c]
         hidden_states.append(x)                                                # the last one is after ln_f
         if trace is not None:
             trace["ln_f"] = x
@@ -229,22 +293,18 @@ class GPT2Model(PretrainedMixin):
             attentions=tuple(attentions) if output_attentions else None)
 
 
-class GPT2LMHeadModel(PretrainedMixin):
-    """GPT2Model plus the language-modelling head: logits = hidden @ wte.T (the tied embedding)."""
+class GPT2LMHeadModel(GenerationMixin, PretrainedMixin):
+    """GPT2Model plus the language-modelling head: logits = hidden @ lm_head.weight.T, where
+    lm_head.weight is wte.weight itself (tied) unless the config unties them."""
 
-    def __init__(self, config, weights, backend="numba"):
-        self.transformer = GPT2Model(config, weights, backend=backend)
+    def __init__(self, config, weights, backend="numba", source="weights"):
+        self.transformer = GPT2Model(config, weights, backend=backend, source=source)
         self.config = config
-        _, heads = split_body_and_heads(weights)
-        if config.tie_word_embeddings:
-            self.lm_head = self.transformer.wte                     # [v, c], tied: the same array, no copy
-        elif "lm_head.weight" not in heads:
-            raise ValueError("tie_word_embeddings is False but the weights have no 'lm_head.weight'")
-        else:
-            self.lm_head = np.asarray(heads["lm_head.weight"], np.float32)
-            if self.lm_head.shape != self.transformer.wte.shape:
-                raise ValueError(f"tensor 'lm_head.weight' has shape {list(self.lm_head.shape)}, "
-                                 f"expected {list(self.transformer.wte.shape)}")
+        self.lm_head = lm_head_params(config, weights, self.transformer, source)   # weight [v, c]
+
+    def state_dict(self):
+        """{checkpoint name: array}: the body's names, plus "lm_head.weight" when it is not tied."""
+        return {**self.transformer.state_dict(), **untied_lm_head(self)}
 
     @property
     def backend(self):
@@ -271,7 +331,7 @@ class GPT2LMHeadModel(PretrainedMixin):
         h = out.last_hidden_state                                      # [b, t, c] (or [b, keep, c])
         if logits_to_keep:
             h = h[:, -logits_to_keep:]                                          # [b, keep, c]
-        logits = self.transformer.ops.linear(h, self.lm_head.T, None)         # [b, t, c] @ [c, v] -> [b, t, v]
+        logits = self.transformer.ops.linear(h, self.lm_head.weight.T, None)  # [b, t, c] @ [c, v] -> [b, t, v]
         if trace is not None:
             trace["logits"] = logits
         loss = None
@@ -284,13 +344,34 @@ class GPT2LMHeadModel(PretrainedMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values,
                                       hidden_states=out.hidden_states, attentions=out.attentions)
 
-    def generate(self, input_ids, **kwargs):
-        """Continue the prompts; see ``minigpt2.generate.generate`` for the arguments."""
-        from .generate import generate
-        return generate(self, input_ids, **kwargs)
-
-
 # ---- helpers -----------------------------------------------------------------------------------
+
+def as_weight(array):
+    """A weight as the model keeps it: float32 (no copy when it already is), or packed as it is."""
+    return array if isinstance(array, PackedWeight) else np.asarray(array, np.float32)
+
+
+def lm_head_params(config, weights, body, source="weights"):
+    """The LM head's Params: weight = body.wte.weight (tied, the same array) or lm_head.weight."""
+    head = Params({"lm_head.weight": body.wte.weight}, "lm_head")
+    if config.tie_word_embeddings:
+        return head
+    _, heads = split_body_and_heads(weights)
+    if "lm_head.weight" not in heads:
+        raise ValueError(f"{source}: tie_word_embeddings is False but the weights have no 'lm_head.weight'")
+    head.weight = as_weight(heads["lm_head.weight"])
+    if head.weight.shape != body.wte.weight.shape:
+        raise ValueError(f"{source}: tensor 'lm_head.weight' has shape {list(head.weight.shape)}, "
+                         f"expected {list(body.wte.weight.shape)}")
+    return head
+
+
+def untied_lm_head(model):
+    """{"lm_head.weight": array} when the model's LM head is not wte itself, else {}."""
+    if model.lm_head.weight is model.transformer.wte.weight:
+        return {}
+    return {"lm_head.weight": model.lm_head.weight}
+
 
 def resolve_folder(name_or_folder, cache_dir=None, local_files_only=False):
     """The model folder for a folder path or a model name (bundled, cached, or downloaded)."""
@@ -299,7 +380,7 @@ def resolve_folder(name_or_folder, cache_dir=None, local_files_only=False):
                          f"{type(name_or_folder).__name__} {name_or_folder!r}")
     if os.path.isdir(os.fspath(name_or_folder)):
         return os.fspath(name_or_folder)
-    from .hub import resolve_model_folder        # only names need the hub (and maybe the network)
+    from minigpt2.weights.hub import resolve_model_folder   # only names need the hub (and maybe the network)
     return resolve_model_folder(name_or_folder, cache_dir=cache_dir, local_files_only=local_files_only)
 
 

@@ -1,8 +1,9 @@
 """The GPT-2 forward-pass ops in plain NumPy: the readable reference (the lesson).
 
-Every op is a few lines with the shapes in comments. ``kernels.py`` has Numba versions of
-``layer_norm``, ``linear``, ``gelu_new`` and ``attention`` with the same names and signatures;
-``model.py`` takes these four from whichever backend it was given and everything else from here.
+Every op is a few lines with the shapes in comments. A backend is a module that provides the
+ops named in BACKEND_OPS, with these signatures: this module is one (``backend="numpy"``), and
+``minigpt2.engine`` is the other (``backend="numba"``, the same functions as Numba kernels).
+``model.py`` takes those ops from whichever backend it was given and everything else from here.
 
 Shape letters: b batch, t new tokens, s tokens attended to (past + new), c = n_embd,
 h = n_head, d = head_dim = c // h, v = vocab_size. Everything is float32.
@@ -11,6 +12,10 @@ h = n_head, d = head_dim = c // h, v = vocab_size. Everything is float32.
 import math
 
 import numpy as np
+
+# The backend contract: the ops model.py calls through its backend. ops.py and minigpt2.engine
+# both provide every one (tests/test_layers.py checks the names and signatures).
+BACKEND_OPS = ("layer_norm", "linear", "linear_gelu", "gelu_new", "attention")
 
 
 # ---- embeddings ----------------------------------------------------------------------------------
@@ -54,6 +59,11 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 def gelu_new(x):
     """GPT-2's GELU: the tanh approximation that OpenAI trained with (not the erf form)."""
     return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)))
+
+
+def linear_gelu(x, weight, bias):
+    """gelu_new(linear(x, weight, bias)): the MLP's first layer. The engine fuses the two."""
+    return gelu_new(linear(x, weight, bias))                  # [..., n_in] -> [..., n_out]
 
 
 def gelu_fast(x):
@@ -195,6 +205,7 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
 # ---- loss ------------------------------------------------------------------------------------------
 
 def log_softmax(x, axis=-1):
+    """log(softmax(x)), computed without forming the softmax (no log of 0 for tiny probabilities)."""
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 

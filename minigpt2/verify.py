@@ -150,7 +150,7 @@ class Reference:
 
     def check(self, origin="reference"):
         """Raise ValueError unless the arrays have the shapes the config and the input ids imply."""
-        from .config import GPT2Config
+        from minigpt2.config import GPT2Config
 
         try:
             cfg = GPT2Config(**self.config)
@@ -445,10 +445,10 @@ class VerifyReport:
 
 
 def _model_folder(name_or_folder):
-    """A folder as it is; a model name through minigpt2.hub (the local cache, else a download)."""
+    """A folder as it is; a model name through minigpt2.weights.hub (the local cache, else a download)."""
     if os.path.isdir(os.fspath(name_or_folder)):
         return os.fspath(name_or_folder)
-    from .hub import resolve_model_folder
+    from minigpt2.weights.hub import resolve_model_folder
 
     return resolve_model_folder(os.fspath(name_or_folder))
 
@@ -467,7 +467,7 @@ def model_places(model, input_ids):
 
 def check_reference_fits(reference, config, input_ids=None, origin="the reference"):
     """Raise ValueError if ``reference`` was made for another architecture or other input ids."""
-    from .config import GPT2Config
+    from minigpt2.config import GPT2Config
 
     theirs = GPT2Config(**reference.config)
     differing = [f"{name}: {getattr(theirs, name)!r} in {origin}, {getattr(config, name)!r} in the model"
@@ -497,7 +497,7 @@ def compare(model, reference, input_ids=None, tolerance=DEFAULT_TOLERANCE, backe
     input_ids [b, t]: required with "transformers"; with a saved reference they are optional and
     must be the reference's own.
     """
-    from .model import GPT2LMHeadModel
+    from minigpt2.model import GPT2LMHeadModel
 
     if not isinstance(tolerance, (int, float, np.number)) or not tolerance > 0:
         raise ValueError(f"tolerance must be a number > 0, got {tolerance!r}")

@@ -48,9 +48,9 @@ class TorchForward:
 def write_random_model(folder, seed=0, scale=0.3, **config_fields):
     """Save a random minigpt2 model folder (config.json + model.safetensors, HF names) without
     torch. Defaults: the real 50257 vocabulary (so the GPT-2 tokenizer works with it), tiny width."""
-    from minigpt2.checkpoints import expected_body_shapes
+    from minigpt2.weights.checkpoints import expected_body_shapes
     from minigpt2.config import GPT2Config
-    from minigpt2.safetensors import save_file
+    from minigpt2.weights.safetensors import save_file
 
     fields = dict(n_embd=16, n_layer=2, n_head=2, n_positions=64)
     fields.update(config_fields)

@@ -11,11 +11,12 @@ it must not (decode steps, "highest", machines without AMX).
 import numpy as np
 import pytest
 
-from minigpt2 import amx, bench, kernels, ops
+from minigpt2 import bench, engine, ops
+from minigpt2.engine import amx, policy
 from minigpt2.config import GPT2Config
 from minigpt2.model import GPT2LMHeadModel
-from minigpt2.quantize import PackedWeight
-from minigpt2.safetensors import bfloat16_to_float32, float32_to_bfloat16
+from minigpt2.weights.packed import PackedWeight
+from minigpt2.weights.safetensors import bfloat16_to_float32, float32_to_bfloat16
 
 needs_amx = pytest.mark.skipif(not amx.available(), reason="this CPU (or OS) has no AMX")
 
@@ -27,25 +28,25 @@ def bf16(a):
 
 @pytest.fixture
 def medium():
-    kernels.set_float32_matmul_precision("medium")
+    engine.set_float32_matmul_precision("medium")
     yield
-    kernels.set_float32_matmul_precision("highest")
+    engine.set_float32_matmul_precision("highest")
 
 
 def test_precision_setting():
-    assert kernels.get_float32_matmul_precision() == "highest"
+    assert engine.get_float32_matmul_precision() == "highest"
     for precision in ("high", "medium", "highest"):
-        kernels.set_float32_matmul_precision(precision)
-        assert kernels.get_float32_matmul_precision() == precision
+        engine.set_float32_matmul_precision(precision)
+        assert engine.get_float32_matmul_precision() == precision
     with pytest.raises(ValueError, match="precision must be one of"):
-        kernels.set_float32_matmul_precision("low")
-    assert kernels.get_float32_matmul_precision() == "highest"
+        engine.set_float32_matmul_precision("low")
+    assert engine.get_float32_matmul_precision() == "highest"
 
 
 def test_precision_setting_exported():
     import minigpt2
-    assert minigpt2.set_float32_matmul_precision is kernels.set_float32_matmul_precision
-    assert minigpt2.get_float32_matmul_precision is kernels.get_float32_matmul_precision
+    assert minigpt2.set_float32_matmul_precision is engine.set_float32_matmul_precision
+    assert minigpt2.get_float32_matmul_precision is engine.get_float32_matmul_precision
 
 
 # shapes: multiples of 32 and not (inputs, outputs and rows are padded to 32 inside)
@@ -76,7 +77,7 @@ def test_linear_matches_bfloat16_products(medium, storage, m, n_in, n_out, apply
     expected = expected + bias
     if apply_gelu:
         expected = ops.gelu_new(expected.astype(np.float32))
-    got = (kernels.linear_gelu if apply_gelu else kernels.linear)(x, weight, bias)
+    got = (engine.linear_gelu if apply_gelu else engine.linear)(x, weight, bias)
     assert got.shape == (m, n_out) and got.dtype == np.float32
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
@@ -106,14 +107,14 @@ def test_attention_matches_bfloat16_products(medium, b, h, t, s, d):
         mask[1, :3, :] = False           # and query rows that see no key at all
     head_scale = rng.uniform(0.5, 1.5, h).astype(np.float32)
     expected = attention_with_bfloat16_products(q, k, v, mask, 0.125, head_scale)
-    got, probs = kernels.attention(q, k, v, mask, 0.125, head_mask=head_scale)
+    got, probs = engine.attention(q, k, v, mask, 0.125, head_mask=head_scale)
     assert probs is None and got.shape == (b, h, t, d)
     # summation order moves a score by ~1e-7, which can flip the bfloat16 rounding of a weight
     # (2**-8 relative): allowed, where a layout or mask error is O(1)
     assert np.abs(got - expected).max() < 3e-3
     if b > 1:
         assert (got[1, :, :3] == 0).all()
-    exact, _ = kernels.attention(q, k, v, mask, 0.125, head_mask=head_scale)
+    exact, _ = engine.attention(q, k, v, mask, 0.125, head_mask=head_scale)
     assert np.array_equal(got, exact)          # deterministic
 
 
@@ -124,11 +125,11 @@ def test_attention_ignores_nonfinite_padding_keys(medium):
     mask = np.broadcast_to(np.tril(np.ones((40, 40), bool)), (2, 40, 40)).copy()
     mask[1, :, :5] = False
     k[1, :, :5], v[1, :, :5] = np.nan, np.inf
-    got, _ = kernels.attention(q, k, v, mask, 0.125)
+    got, _ = engine.attention(q, k, v, mask, 0.125)
     assert np.isfinite(got).all()
     clean_k, clean_v = k.copy(), v.copy()
     clean_k[1, :, :5] = clean_v[1, :, :5] = 0.0
-    assert np.array_equal(got, kernels.attention(q, clean_k, clean_v, mask, 0.125)[0])
+    assert np.array_equal(got, engine.attention(q, clean_k, clean_v, mask, 0.125)[0])
 
 
 @needs_amx
@@ -138,19 +139,19 @@ def test_medium_reaches_amx_for_prefills_and_batches_over_stored_bfloat16(medium
     rng = np.random.default_rng(0)
     w = rng.standard_normal((64, 96)).astype(np.float32)
     packed = {storage: PackedWeight.pack(w, storage) for storage in ("bfloat16", "int8")}
-    limit = kernels.PACKED_MATVEC_MAX_ROWS
-    for m in (1, kernels.AMX_STORED_MIN_ROWS - 1, limit):      # decode-sized: float32 kernels
-        kernels.linear(rng.standard_normal((m, 64)), w, None)
-        kernels.linear(rng.standard_normal((m, 64)), packed["int8"], None)   # would be converted per call
-    kernels.linear(rng.standard_normal((1, 64)), packed["bfloat16"], None)
+    limit = policy.PACKED_MATVEC_MAX_ROWS
+    for m in (1, policy.AMX_STORED_MIN_ROWS - 1, limit):      # decode-sized: float32 kernels
+        engine.linear(rng.standard_normal((m, 64)), w, None)
+        engine.linear(rng.standard_normal((m, 64)), packed["int8"], None)   # would be converted per call
+    engine.linear(rng.standard_normal((1, 64)), packed["bfloat16"], None)
     assert calls == []
     # a batch over a bfloat16 weight used as stored: AMX from AMX_STORED_MIN_ROWS rows on
-    kernels.linear(rng.standard_normal((kernels.AMX_STORED_MIN_ROWS, 64)), packed["bfloat16"], None)
-    kernels.linear(rng.standard_normal((limit + 1, 64)), w, None)                # a prefill: any weight
-    kernels.linear(rng.standard_normal((limit + 1, 64)), packed["int8"], None)
-    assert calls == [kernels.AMX_STORED_MIN_ROWS, limit + 1, limit + 1]
-    kernels.set_float32_matmul_precision("highest")
-    kernels.linear(rng.standard_normal((100, 64)), w, None)
+    engine.linear(rng.standard_normal((policy.AMX_STORED_MIN_ROWS, 64)), packed["bfloat16"], None)
+    engine.linear(rng.standard_normal((limit + 1, 64)), w, None)                # a prefill: any weight
+    engine.linear(rng.standard_normal((limit + 1, 64)), packed["int8"], None)
+    assert calls == [policy.AMX_STORED_MIN_ROWS, limit + 1, limit + 1]
+    engine.set_float32_matmul_precision("highest")
+    engine.linear(rng.standard_normal((100, 64)), w, None)
     assert len(calls) == 3
 
 
@@ -162,12 +163,12 @@ def test_medium_without_amx_changes_nothing(monkeypatch):
     w = rng.standard_normal((64, 96)).astype(np.float32)
     q, k, v = (rng.standard_normal((1, 2, 40, 32)).astype(np.float32) for _ in range(3))
     mask = np.broadcast_to(np.tril(np.ones((40, 40), bool)), (1, 40, 40))
-    before = kernels.linear(x, w, None), kernels.attention(q, k, v, mask, 0.125)[0]
+    before = engine.linear(x, w, None), engine.attention(q, k, v, mask, 0.125)[0]
     try:
-        kernels.set_float32_matmul_precision("medium")
-        after = kernels.linear(x, w, None), kernels.attention(q, k, v, mask, 0.125)[0]
+        engine.set_float32_matmul_precision("medium")
+        after = engine.linear(x, w, None), engine.attention(q, k, v, mask, 0.125)[0]
     finally:
-        kernels.set_float32_matmul_precision("highest")
+        engine.set_float32_matmul_precision("highest")
     assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
 
 
@@ -187,13 +188,13 @@ def test_model_prefill_within_bfloat16_drift_and_decode_unchanged(model_folder, 
     attention_mask = np.ones_like(ids)
     attention_mask[1, :9] = 0                                           # left padding
     exact = model(ids, attention_mask=attention_mask, use_cache=True)
-    kernels.set_float32_matmul_precision("medium")
+    engine.set_float32_matmul_precision("medium")
     try:
         fast = model(ids, attention_mask=attention_mask, use_cache=True)
         step = model(ids[:, :1], attention_mask=np.concatenate([attention_mask, np.ones((2, 1), int)], axis=1),
                      past_key_values=fast.past_key_values)
     finally:
-        kernels.set_float32_matmul_precision("highest")
+        engine.set_float32_matmul_precision("highest")
     real = attention_mask.astype(bool)
     scale = np.abs(exact.logits[real]).max()
     drift = np.abs(fast.logits - exact.logits)[real].max() / scale
@@ -214,16 +215,16 @@ def test_batched_decode_over_bfloat16_weights(model_folder):
     """A batch of AMX_STORED_MIN_ROWS sequences decoded together over bfloat16 weights takes the
     AMX kernel in "medium" and stays within bfloat16 drift of the float32 products."""
     model = GPT2LMHeadModel.from_pretrained(model_folder, dtype="bfloat16")
-    ids = np.random.default_rng(6).integers(0, 512, size=(kernels.AMX_STORED_MIN_ROWS, 20))
+    ids = np.random.default_rng(6).integers(0, 512, size=(policy.AMX_STORED_MIN_ROWS, 20))
     prompt = model(ids, use_cache=True)
     step_ids = prompt.logits[:, -1].argmax(-1)[:, None]
     exact = model(step_ids, past_key_values=prompt.past_key_values).logits
     prompt = model(ids, use_cache=True)                      # a fresh cache for the second step
-    kernels.set_float32_matmul_precision("medium")
+    engine.set_float32_matmul_precision("medium")
     try:
         fast = model(step_ids, past_key_values=prompt.past_key_values).logits
     finally:
-        kernels.set_float32_matmul_precision("highest")
+        engine.set_float32_matmul_precision("highest")
     drift = np.abs(fast - exact).max() / np.abs(exact).max()
     assert 1e-7 < drift < 2e-2
     assert (fast.argmax(-1) == exact.argmax(-1)).mean() >= 0.75

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigpt2 import kernels
+from minigpt2 import engine
+from minigpt2.engine import policy
 from minigpt2.model import GPT2LMHeadModel
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "models"
@@ -34,7 +35,7 @@ def ids_for(model, b, t, seed):
     return np.random.default_rng(seed).integers(0, model.config.vocab_size, size=(b, t))
 
 
-@pytest.mark.parametrize("t", [1, 7, kernels.MATVEC_MAX_ROWS, kernels.MATVEC_MAX_ROWS + 1, 33])
+@pytest.mark.parametrize("t", [1, 7, policy.MATVEC_MAX_ROWS, policy.MATVEC_MAX_ROWS + 1, 33])
 def test_full_pass_same_logits(models, t):
     numpy_model, numba_model = models
     ids = ids_for(numpy_model, 2, t, seed=t)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from minigpt2.config import GPT2Config
-from minigpt2.safetensors import load_file, save_file
+from minigpt2.weights.safetensors import load_file, save_file
 from minigpt2.tokenizer import GPT2Tokenizer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -468,14 +468,14 @@ def test_long_single_piece_against_tiktoken(tok, text):
     # One pre-tokenizer piece of n bytes cost O(n^2) merge scans: 40 KB of one emoji took 20 s.
     # Pieces longer than LONG_PIECE_BYTES use the heap loop, which must give tiktoken's ids.
     pytest.importorskip("tiktoken")
-    from minigpt2.tokenizer_reference import tiktoken_gpt2
+    from minigpt2.tokenizer.reference import tiktoken_gpt2
 
     assert tok.encode(text) == tiktoken_gpt2().encode_ordinary(text)
 
 
 @pytest.mark.parametrize("text", LONG_PIECES, ids=["emoji", "e-acute", "ab", "a", "mixed", "digits"])
 def test_heap_and_list_merge_loops_agree(tok, text, monkeypatch):
-    import minigpt2.tokenizer as tokenizer_module
+    import minigpt2.tokenizer.gpt2_tokenizer as tokenizer_module
 
     data = text.encode("utf-8")
     heap_ids = tok.bpe_ids_long(data)

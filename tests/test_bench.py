@@ -3,12 +3,13 @@
 Speed itself is never asserted (benchmarks print tables; they do not pass or fail).
 """
 
+import numba
 import numpy as np
 
-from minigpt2 import bench, kernels
+from minigpt2 import bench, engine
 from minigpt2.config import GPT2Config
 from minigpt2.model import GPT2LMHeadModel
-from minigpt2.safetensors import load_file
+from minigpt2.weights.safetensors import load_file
 
 
 def test_random_checkpoint_has_the_shapes_and_init(tmp_path):
@@ -35,7 +36,7 @@ def test_worker_measures_and_table_prints(tmp_path):
         result = bench.run_worker("numba", str(folder), lengths=[8], new_tokens=3, repeats=1, threads=1,
                                   dtype="int8", batch=2)
     finally:
-        kernels.set_num_threads(kernels.numba.config.NUMBA_NUM_THREADS)
+        engine.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert result["prefill_tok_s"]["8"] > 0 and result["decode_tok_s"] > 0
     assert result["decode_long_median_tok_s"] > 0
     assert len(result["decode_tokens"]) == 3 and result["peak_rss_mb"] > 0
@@ -53,8 +54,8 @@ def test_worker_applies_the_matmul_precision(tmp_path):
     try:
         result = bench.run_worker("numba", str(folder), lengths=[40], new_tokens=0, repeats=1, threads=1,
                                   dtype="bfloat16", matmul_precision="medium")
-        assert kernels.get_float32_matmul_precision() == "medium"
+        assert engine.get_float32_matmul_precision() == "medium"
     finally:
-        kernels.set_num_threads(kernels.numba.config.NUMBA_NUM_THREADS)
-        kernels.set_float32_matmul_precision("highest")
+        engine.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        engine.set_float32_matmul_precision("highest")
     assert result["prefill_tok_s"]["40"] > 0

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigpt2.checkpoints import expected_body_shapes, load_weights, split_body_and_heads
+from minigpt2.weights.checkpoints import expected_body_shapes, load_weights, split_body_and_heads
 from minigpt2.config import GPT2Config
 from minigpt2.model import GPT2LMHeadModel, GPT2Model
-from minigpt2.safetensors import float32_to_bfloat16, bfloat16_to_float32, load_file, save_file
+from minigpt2.weights.safetensors import float32_to_bfloat16, bfloat16_to_float32, load_file, save_file
 
 TINY = Path(__file__).resolve().parent / "fixtures" / "models" / "tiny"
 
@@ -60,8 +60,8 @@ def test_duplicate_prefixed_and_unprefixed_is_an_error():
 
 def test_tied_head_is_wte_without_copy_and_weights_are_memory_mapped():
     model = GPT2LMHeadModel.from_pretrained(TINY, backend="numpy")
-    assert model.lm_head is model.transformer.wte
-    base = model.transformer.h[0].c_attn[0]
+    assert model.lm_head.weight is model.transformer.wte.weight
+    base = model.transformer.h[0].attn.c_attn.weight
     while base is not None and not isinstance(base, np.memmap):
         base = base.base
     assert isinstance(base, np.memmap)                               # F32 weights: no copy at load
@@ -92,7 +92,7 @@ def test_low_precision_files_become_float32(tmp_path, storage):
         folder = copy_with(tmp_path, tensors, bf16=list(tensors))
         exact = {k: bfloat16_to_float32(float32_to_bfloat16(v)) for k, v in tensors.items()}
     model = GPT2LMHeadModel.from_pretrained(folder, backend="numpy")
-    assert model.transformer.wte.dtype == np.float32
+    assert model.transformer.wte.weight.dtype == np.float32
     expected = GPT2LMHeadModel(GPT2Config.from_pretrained(TINY), exact, backend="numpy")
     ids = np.array([[4, 8, 15, 16, 23, 42]])
     np.testing.assert_array_equal(model(ids).logits, expected(ids).logits)
@@ -138,14 +138,14 @@ def test_body_from_a_dict_for_other_heads():
 
 
 def test_names_go_through_the_hub(monkeypatch):
-    import minigpt2.hub
+    import minigpt2.weights.hub
     calls = []
 
     def fake_resolve(name, cache_dir=None, local_files_only=False):
         calls.append((name, cache_dir, local_files_only))
         return TINY
 
-    monkeypatch.setattr(minigpt2.hub, "resolve_model_folder", fake_resolve)
+    monkeypatch.setattr(minigpt2.weights.hub, "resolve_model_folder", fake_resolve)
     model = GPT2LMHeadModel.from_pretrained("someone/tiny", backend="numpy", cache_dir="/x",
                                             local_files_only=True)
     assert calls == [("someone/tiny", "/x", True)] and model.config.n_layer == 2

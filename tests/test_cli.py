@@ -6,7 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from minigpt2 import cli, hub
+from minigpt2 import cli
+from minigpt2.weights import hub
 from minigpt2.generate import generate
 from minigpt2.model import GPT2LMHeadModel
 from minigpt2.scoring import score
@@ -166,7 +167,8 @@ def test_generate_zero_new_tokens_and_empty_prompt(capsys, model_folder):
 def test_score_with_matmul_precision_medium(capsys, tmp_path):
     """--matmul-precision medium reaches the kernels (on an AMX machine the perplexity moves by a
     bfloat16-sized amount; elsewhere it is unchanged) and a bad value is refused by argparse."""
-    from minigpt2 import amx, bench, kernels
+    from minigpt2 import bench, engine
+    from minigpt2.engine import amx
     from minigpt2.config import GPT2Config
     from minigpt2.tokenizer import GPT2Tokenizer
 
@@ -180,9 +182,9 @@ def test_score_with_matmul_precision_medium(capsys, tmp_path):
             code, out, _ = run_cli(capsys, "score", "--text", text, "--model", folder, "--matmul-precision", precision)
             assert code == 0
             values[precision] = float(re.search(r"perplexity: ([\d.]+)", out).group(1))
-            assert kernels.get_float32_matmul_precision() == precision
+            assert engine.get_float32_matmul_precision() == precision
     finally:
-        kernels.set_float32_matmul_precision("highest")
+        engine.set_float32_matmul_precision("highest")
     if amx.available():
         assert values["medium"] != values["highest"]
         np.testing.assert_allclose(values["medium"], values["highest"], rtol=1e-2)

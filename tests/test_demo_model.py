@@ -56,7 +56,7 @@ def splits(tokenizer):
 
 def test_folder_holds_a_small_float16_checkpoint_with_hf_names():
     from minigpt2.config import GPT2Config
-    from minigpt2.safetensors import SafetensorsFile
+    from minigpt2.weights.safetensors import SafetensorsFile
 
     for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "README.md"):
         assert (MODEL_DIR / name).is_file(), f"{MODEL_DIR} lacks {name}"
@@ -98,7 +98,7 @@ def test_vocabulary_files_are_gpt2s(tokenizer):
 
 
 def test_found_offline_as_a_bundled_model(monkeypatch):
-    from minigpt2 import hub
+    from minigpt2.weights import hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub.bundled_models()[MODEL_NAME] == MODEL_DIR

@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigpt2 import cli, hub
+from minigpt2 import cli
+from minigpt2.weights import hub
 from minigpt2.bench import write_random_checkpoint
 from minigpt2.config import GPT2Config
 from minigpt2.generate import generate
 from minigpt2.model import GPT2LMHeadModel, GPT2Model
-from minigpt2.quantize import DTYPES, PackedWeight, convert_model, save_converted
+from minigpt2.quantize import convert_model, save_converted
+from minigpt2.weights.packed import DTYPES, PackedWeight
 from minigpt2.scoring import score
 from minigpt2.tokenizer import GPT2Tokenizer
 
@@ -65,8 +67,8 @@ def float32_logits(folder, ids):
 def test_dtype_at_load_is_convert_model(folder, ids, storage, backend):
     loaded = GPT2LMHeadModel.from_pretrained(folder, backend=backend, dtype=storage)
     converted = convert_model(GPT2LMHeadModel.from_pretrained(folder, backend=backend), storage)
-    assert isinstance(loaded.transformer.h[1].mlp_c_proj[0], PackedWeight)
-    assert loaded.transformer.wte.storage == storage and loaded.lm_head is loaded.transformer.wte
+    assert isinstance(loaded.transformer.h[1].mlp.c_proj.weight, PackedWeight)
+    assert loaded.transformer.wte.weight.storage == storage and loaded.lm_head.weight is loaded.transformer.wte.weight
     np.testing.assert_array_equal(loaded(ids).logits, converted(ids).logits)
 
 
@@ -82,7 +84,7 @@ def test_every_dtype_stays_close_to_float32(folder, ids, float32_logits):
 def test_body_alone_takes_dtype(folder, ids):
     body = GPT2Model.from_pretrained(folder, dtype="bfloat16")
     lm = GPT2LMHeadModel.from_pretrained(folder, dtype="bfloat16")
-    assert isinstance(body.wte, PackedWeight)
+    assert isinstance(body.wte.weight, PackedWeight)
     np.testing.assert_array_equal(body(ids).last_hidden_state, lm.transformer(ids).last_hidden_state)
 
 
@@ -91,20 +93,20 @@ def test_body_alone_takes_dtype(folder, ids):
     (np.int8, "int8"), ("int8", "int8")])
 def test_dtype_spellings(folder, spelling, storage):
     model = GPT2LMHeadModel.from_pretrained(folder, backend="numpy", dtype=spelling)
-    assert model.transformer.wte.storage == storage
+    assert model.transformer.wte.weight.storage == storage
 
 
 @pytest.mark.parametrize("spelling", ["float32", "fp32", np.float32, "auto", None])
 def test_float32_spellings_leave_the_checkpoint_as_it_is(folder, ids, float32_logits, spelling):
     model = GPT2LMHeadModel.from_pretrained(folder, dtype=spelling)
-    assert isinstance(model.transformer.wte, np.ndarray) and model.transformer.wte.dtype == np.float32
+    assert isinstance(model.transformer.wte.weight, np.ndarray) and model.transformer.wte.weight.dtype == np.float32
     np.testing.assert_array_equal(model(ids).logits, float32_logits)
 
 
 def test_torch_dtypes(folder):
     torch = pytest.importorskip("torch")
     model = GPT2LMHeadModel.from_pretrained(folder, backend="numpy", dtype=torch.bfloat16)
-    assert model.transformer.wte.storage == "bfloat16"
+    assert model.transformer.wte.weight.storage == "bfloat16"
     with pytest.raises(ValueError, match="dtype must be one of"):
         GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float64)
 
@@ -128,7 +130,7 @@ def test_save_converted_then_from_pretrained(folder, ids, storage, tmp_path):
     expected = model(ids).logits
     for dtype in ("auto", storage):                         # plain, and asking for what it holds
         loaded = GPT2LMHeadModel.from_pretrained(tmp_path, dtype=dtype)
-        assert loaded.transformer.wte.storage == storage
+        assert loaded.transformer.wte.weight.storage == storage
         np.testing.assert_array_equal(loaded(ids).logits, expected)
     body = GPT2Model.from_pretrained(tmp_path, backend="numpy")
     np.testing.assert_array_equal(body(ids).last_hidden_state,
@@ -157,12 +159,12 @@ def test_heads_take_dtype(name):
     model = cls.from_pretrained(folder, backend="numpy")
     loaded = cls.from_pretrained(folder, backend="numpy", dtype="int8")
     converted = convert_model(cls.from_pretrained(folder, backend="numpy"), "int8")
-    assert isinstance(loaded.transformer.h[0].c_attn[0], PackedWeight)
+    assert isinstance(loaded.transformer.h[0].attn.c_attn.weight, PackedWeight)
     if name == "seqcls":
         assert isinstance(loaded.score, np.ndarray)                  # the task head stays float32
         shape = (2, 7)
     else:
-        assert loaded.lm_head is loaded.transformer.wte              # tied LM head packed with wte
+        assert loaded.lm_head.weight is loaded.transformer.wte.weight              # tied LM head packed with wte
         assert all(isinstance(a, np.ndarray) for a in loaded.multiple_choice_head.proj)
         shape = (2, 2, 7)
     ids = np.random.default_rng(1).integers(0, model.config.vocab_size, size=shape)
@@ -221,7 +223,7 @@ def test_cli_convert_then_generate(capsys, tmp_path):
     assert "int8 weights" in out
     assert (out_folder / "vocab.json").is_file() and (out_folder / "merges.txt").is_file()
     loaded = GPT2LMHeadModel.from_pretrained(out_folder)
-    assert loaded.transformer.wte.storage == "int8"
+    assert loaded.transformer.wte.weight.storage == "int8"
     ids = [[11, 22, 33, 44]]
     np.testing.assert_array_equal(loaded(ids).logits, GPT2LMHeadModel.from_pretrained(DEMO, dtype="int8")(ids).logits)
     # the converted folder runs through --model, and refuses another --dtype with one line

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minigpt2.model import GPT2LMHeadModel, GPT2Model
-from minigpt2.safetensors import load_file, save_file
+from minigpt2.weights.safetensors import load_file, save_file
 
 TINY = Path(__file__).resolve().parent / "fixtures" / "models" / "tiny"   # vocab 512, n_positions 64
 

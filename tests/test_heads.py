@@ -233,9 +233,9 @@ def test_pad_eos_trap():
 
 def test_double_heads_lm_head_is_tied_or_loaded():
     tied = load("double_heads", "numpy")
-    assert tied.lm_head is tied.transformer.wte                 # the same array, no copy
+    assert tied.lm_head.weight is tied.transformer.wte.weight                 # the same array, no copy
     untied = load("double_heads_summary", "numpy")
-    assert not np.shares_memory(untied.lm_head, untied.transformer.wte)
+    assert not np.shares_memory(untied.lm_head.weight, untied.transformer.wte.weight)
 
 
 def test_sequence_classification_with_kv_cache():
@@ -255,14 +255,14 @@ def test_double_heads_with_kv_cache_and_embeddings():
     rest = model(ids[..., 4:], past_key_values=first.past_key_values, use_cache=True)
     assert rel_err(rest.logits, full.logits[..., 4:, :]) <= TOL
     assert rel_err(rest.mc_logits, ref["mc_logits_default"]) <= TOL
-    embedded = model(inputs_embeds=model.transformer.wte[ids])    # [b, nc, t, c]
+    embedded = model(inputs_embeds=model.transformer.wte.weight[ids])    # [b, nc, t, c]
     assert rel_err(embedded.mc_logits, ref["mc_logits_default"]) <= TOL
 
 
 def test_sequence_classification_from_embeddings():
     model, ref = load("seqcls", "numpy"), reference("seqcls")
     ids, mask = ref["input_ids_left"], ref["attention_mask_left"]
-    embeds = model.transformer.wte[ids]
+    embeds = model.transformer.wte.weight[ids]
     assert rel_err(model(inputs_embeds=embeds, attention_mask=mask).logits, ref["logits_left_mask"]) <= TOL
     # no mask: embeddings show no pad ids, so the last position is read, as transformers does
     assert rel_err(model(inputs_embeds=embeds).logits, ref["logits_left"]) <= TOL
@@ -349,7 +349,7 @@ def test_bad_inputs():
                                                    ("summary_activation", "softsign", "summary_activation")])
 def test_bad_summary_config(field, value, message):
     config = GPT2Config.from_pretrained(FIXTURES / "double_heads", **{field: value})
-    weights = dict(minigpt2.safetensors.load_file(FIXTURES / "double_heads" / "model.safetensors"))
+    weights = dict(minigpt2.weights.safetensors.load_file(FIXTURES / "double_heads" / "model.safetensors"))
     with pytest.raises(ValueError, match=message):
         heads.GPT2DoubleHeadsModel(config, weights, backend="numpy")
 

@@ -1,4 +1,4 @@
-"""minigpt2.hub against a loopback fake hub (tests/fake_hub.py): never the real network.
+"""minigpt2.weights.hub against a loopback fake hub (tests/fake_hub.py): never the real network.
 
 Expected bytes are the files the fake server holds; expected hashes are computed here with hashlib.
 """
@@ -11,8 +11,9 @@ import socket
 import numpy as np
 import pytest
 
-from minigpt2 import cli, hub
-from minigpt2.safetensors import save_file
+from minigpt2 import cli
+from minigpt2.weights import hub
+from minigpt2.weights.safetensors import save_file
 
 from fake_hub import FakeHub
 

@@ -130,7 +130,7 @@ def test_official_lesson_fails_on_wrong_weights_instead_of_passing(tmp_path, cap
     """With weights that are not GPT-2's, the published text is not reproduced: FAIL, not PASS."""
     from lessons._common import random_weights
     from minigpt2.config import GPT2Config
-    from minigpt2.safetensors import save_file
+    from minigpt2.weights.safetensors import save_file
 
     config = GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=128)
     folder = tmp_path / "not-gpt2"

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 from numba import njit
 
-from minigpt2 import kernels, matvec
+import naive_kernels
+from minigpt2 import engine
+from minigpt2.engine import matvec, policy
 from minigpt2.model import GPT2LMHeadModel
-from minigpt2.quantize import DTYPES, PackedWeight, convert_model, weight_bytes
+from minigpt2.quantize import convert_model, weight_bytes
+from minigpt2.weights.packed import DTYPES, PackedWeight
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "models"
 STORAGES = DTYPES[1:]
@@ -73,8 +76,8 @@ def _widen_all_hardware(bits):
 @pytest.mark.parametrize("conversion", ["arithmetic", "hardware"])
 def test_float16_widening_is_exact_for_every_bit_pattern(conversion):
     """Both float16 -> float32 conversions (the kernel uses the hardware one where the CPU has
-    it, see matvec._HARDWARE_HALF) agree with NumPy on all 65,536 bit patterns."""
-    if conversion == "hardware" and not matvec._HARDWARE_HALF:
+    it, see matvec.HARDWARE_HALF) agree with NumPy on all 65,536 bit patterns."""
+    if conversion == "hardware" and not matvec.HARDWARE_HALF:
         pytest.skip("this CPU has no half-to-float instruction; the kernels use the arithmetic one")
     bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.int16)
     ours = (_widen_all_hardware if conversion == "hardware" else _widen_all_arithmetic)(bits)
@@ -86,24 +89,24 @@ def test_float16_widening_is_exact_for_every_bit_pattern(conversion):
 
 @pytest.mark.parametrize("serial", [False, True])
 @pytest.mark.parametrize("storage", STORAGES)
-@pytest.mark.parametrize("rows", [1, 3, 6, kernels.PACKED_MATVEC_MAX_ROWS, kernels.PACKED_MATVEC_MAX_ROWS + 5])
+@pytest.mark.parametrize("rows", [1, 3, 6, policy.PACKED_MATVEC_MAX_ROWS, policy.PACKED_MATVEC_MAX_ROWS + 5])
 # n_in: fewer inputs than one 16-wide vector of the int8 loop (matvec.DOT_LANES), and 4 vectors + 3
 @pytest.mark.parametrize("n_in", [matvec.DOT_LANES - 5, 4 * matvec.DOT_LANES + 3])
 def test_linear_on_packed_weights(storage, rows, serial, n_in, monkeypatch):
-    monkeypatch.setattr(kernels, "SERIAL_MAX_ELEMENTS", 1 << 62 if serial else 0)
-    monkeypatch.setattr(kernels, "BESIDE_BLAS_SERIAL", serial)
+    monkeypatch.setattr(policy, "SERIAL_MAX_ELEMENTS", 1 << 62 if serial else 0)
+    monkeypatch.setattr(policy, "BESIDE_BLAS_SERIAL", serial)
     rng = np.random.default_rng(rows)
     x = rng.standard_normal((rows, n_in)).astype(np.float32)
     packed = PackedWeight.pack(rng.standard_normal((n_in, 45)).astype(np.float32), storage)
     bias = rng.standard_normal(45).astype(np.float32)
     dequantized = np.asarray(packed).astype(np.float64)
     expected = x @ dequantized + bias
-    assert rel_err(kernels.linear(x, packed, bias), expected) < 1e-5
-    gelu = kernels.gelu_new_naive(expected.astype(np.float32).ravel()).reshape(expected.shape)
-    assert rel_err(kernels.linear_gelu(x, packed, bias), gelu) < 1e-5
+    assert rel_err(engine.linear(x, packed, bias), expected) < 1e-5
+    gelu = naive_kernels.gelu_new_naive(expected.astype(np.float32).ravel()).reshape(expected.shape)
+    assert rel_err(engine.linear_gelu(x, packed, bias), gelu) < 1e-5
     # the tied LM head: h @ wte.T with wte packed as rows, no bias
     wte = PackedWeight.pack(rng.standard_normal((45, n_in)).astype(np.float32), storage, rows_are_outputs=False)
-    assert rel_err(kernels.linear(x, wte.T, None), x @ np.asarray(wte).astype(np.float64).T) < 1e-5
+    assert rel_err(engine.linear(x, wte.T, None), x @ np.asarray(wte).astype(np.float64).T) < 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +126,7 @@ def test_converted_model_close_to_float32_and_backends_agree(storage, reference_
     logits = {}
     for backend in ("numpy", "numba"):
         model = convert_model(GPT2LMHeadModel.from_pretrained(FIXTURES / "odd", backend=backend), storage)
-        assert model.lm_head is model.transformer.wte                  # still tied, one packed array
+        assert model.lm_head.weight is model.transformer.wte.weight                  # still tied, one packed array
         assert weight_bytes(model) < 0.6 * float32_bytes
         logits[backend] = model(ids).logits
         # cached decoding over packed weights equals the full pass
@@ -146,21 +149,21 @@ def test_convert_model_rejects_unknown_dtype():
 
 @pytest.mark.parametrize("storage", STORAGES)
 def test_save_and_load_converted(storage, tmp_path, reference_logits):
-    from minigpt2.quantize import load_converted, save_converted
-    from minigpt2.safetensors import load_metadata
+    from minigpt2.quantize import save_converted
+    from minigpt2.weights.safetensors import load_metadata
 
     ids = reference_logits[0]
     model = convert_model(GPT2LMHeadModel.from_pretrained(FIXTURES / "odd", backend="numba"), storage)
     save_converted(model, tmp_path / "converted")
     assert load_metadata(tmp_path / "converted" / "model.safetensors")["minigpt2.dtype"] == storage
-    loaded = load_converted(tmp_path / "converted", backend="numba")
-    assert isinstance(loaded.transformer.h[0].c_fc[0], PackedWeight)
-    assert loaded.lm_head is loaded.transformer.wte
+    loaded = GPT2LMHeadModel.from_pretrained(tmp_path / "converted", backend="numba")
+    assert isinstance(loaded.transformer.h[0].mlp.c_fc.weight, PackedWeight)
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
     np.testing.assert_array_equal(loaded(ids).logits, model(ids).logits)      # the same packed values
     assert weight_bytes(loaded) == weight_bytes(model)
 
 
 def test_load_converted_rejects_an_ordinary_checkpoint():
-    from minigpt2.quantize import load_converted
+    from minigpt2.quantize import load_converted_weights
     with pytest.raises(ValueError, match="save_converted"):
-        load_converted(FIXTURES / "odd")
+        load_converted_weights(FIXTURES / "odd")

@@ -1,4 +1,4 @@
-"""minigpt2.safetensors: round trips, agreement with the `safetensors` package, strict header checks."""
+"""minigpt2.weights.safetensors: round trips, agreement with the `safetensors` package, strict header checks."""
 
 import json
 import struct
@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from minigpt2.safetensors import (SafetensorsFile, bfloat16_to_float32, float32_to_bfloat16,
+from minigpt2.weights.safetensors import (SafetensorsFile, bfloat16_to_float32, float32_to_bfloat16,
                                   load_file, load_metadata, save_file)
 
 

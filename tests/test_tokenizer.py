@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt2.bytes_unicode import BYTE_TO_CHAR, CHAR_TO_BYTE, bytes_to_symbols, symbols_to_bytes
+from minigpt2.tokenizer.bytes_unicode import BYTE_TO_CHAR, CHAR_TO_BYTE, bytes_to_symbols, symbols_to_bytes
 from minigpt2.tokenizer import PACKAGE_VOCAB_DIR, GPT2Tokenizer
 
 from conftest import DATA_DIR, FIXTURES_DIR
@@ -29,14 +29,14 @@ def tok():
 @pytest.fixture(scope="module")
 def tiktoken_enc():
     pytest.importorskip("tiktoken")
-    from minigpt2.tokenizer_reference import tiktoken_gpt2
+    from minigpt2.tokenizer.reference import tiktoken_gpt2
     return tiktoken_gpt2()
 
 
 @pytest.fixture(scope="module")
 def hf_fast():
     pytest.importorskip("tokenizers")
-    from minigpt2.tokenizer_reference import tokenizers_gpt2
+    from minigpt2.tokenizer.reference import tokenizers_gpt2
     return tokenizers_gpt2()
 
 
@@ -456,7 +456,7 @@ def test_folder_with_hf_file_names_and_fallback(tmp_path, tok, monkeypatch):
     (tmp_path / "vocab.json").write_bytes((PACKAGE_VOCAB_DIR / "encoder.json").read_bytes())
     (tmp_path / "merges.txt").write_bytes((PACKAGE_VOCAB_DIR / "vocab.bpe").read_bytes())
     assert GPT2Tokenizer.from_pretrained(str(tmp_path)).encode(" Hello world") == [18435, 995]
-    # A model folder without vocabulary files falls back to GPT-2's; names go through minigpt2.hub.
+    # A model folder without vocabulary files falls back to GPT-2's; names go through minigpt2.weights.hub.
     empty = tmp_path / "model-without-vocab"
     empty.mkdir()
     import sys
@@ -464,9 +464,9 @@ def test_folder_with_hf_file_names_and_fallback(tmp_path, tok, monkeypatch):
     calls = []
     fake_hub = types.SimpleNamespace(
         resolve_model_folder=lambda name, cache_dir=None, local_files_only=False: calls.append(name) or empty)
-    monkeypatch.setitem(sys.modules, "minigpt2.hub", fake_hub)
-    import minigpt2
-    monkeypatch.setattr(minigpt2, "hub", fake_hub, raising=False)
+    monkeypatch.setitem(sys.modules, "minigpt2.weights.hub", fake_hub)
+    import minigpt2.weights
+    monkeypatch.setattr(minigpt2.weights, "hub", fake_hub, raising=False)
     loaded = GPT2Tokenizer.from_pretrained("someone/some-model", local_files_only=True)
     assert calls == ["someone/some-model"] and loaded.encode("Hello world") == [15496, 995]
 

@@ -17,7 +17,7 @@ import pytest
 from minigpt2 import verify
 from minigpt2.cli import main
 from minigpt2.model import GPT2LMHeadModel
-from minigpt2.safetensors import load_file, save_file
+from minigpt2.weights.safetensors import load_file, save_file
 
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE / "fixtures" / "verify"

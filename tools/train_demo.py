@@ -15,7 +15,7 @@ What it does, in order:
   3. trains a small GPT-2 with AdamW (warmup + cosine decay), seeded, with a fixed batch order,
      on one thread;
   4. rounds the weights to float16, measures validation perplexity of exactly what is shipped, and
-     writes config.json (minigpt2.config), model.safetensors (minigpt2.safetensors, HF key names,
+     writes config.json (minigpt2.config), model.safetensors (minigpt2.weights.safetensors, HF key names,
      tied head so no lm_head), vocab.json + merges.txt;
   5. checks that transformers loads the folder to the same logits, makes the samples (greedy with
      torch, checked against minigpt2; sampled with minigpt2) and writes the model card README.md
@@ -45,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from minigpt2.config import GPT2Config as MiniConfig          # noqa: E402
-from minigpt2.safetensors import save_file                    # noqa: E402
+from minigpt2.weights.safetensors import save_file                    # noqa: E402
 from minigpt2.tokenizer import GPT2Tokenizer                  # noqa: E402
 
 DATA_FILE = REPO_ROOT / "data" / "tinyshakespeare.txt"

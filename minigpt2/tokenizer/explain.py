@@ -12,7 +12,7 @@ cache or the whole-token shortcut, so every merge shows.
 
 from dataclasses import dataclass, field
 
-from minigpt2.bytes_unicode import bytes_to_symbols
+from minigpt2.tokenizer.bytes_unicode import bytes_to_symbols
 
 
 @dataclass

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import regex
 
-from minigpt2.batch_encoding import pad_and_stack
-from minigpt2.bpe_explain import explain
-from minigpt2.bytes_unicode import BYTE_TO_CHAR, bytes_to_symbols, is_symbol_string, symbols_to_bytes
+from minigpt2.tokenizer.batch_encoding import pad_and_stack
+from minigpt2.tokenizer.explain import explain
+from minigpt2.tokenizer.bytes_unicode import BYTE_TO_CHAR, bytes_to_symbols, is_symbol_string, symbols_to_bytes
 
 # OpenAI's pattern (openai/gpt-2 src/encoder.py). The contractions are case-sensitive (OpenAI's
 # comment: "Should have added re.IGNORECASE"): "I'm" -> "I", "'m" but "I'M" -> "I", "'", "M".
@@ -54,7 +54,7 @@ CHUNK_BOUNDARY_PATTERN = r"(?= \S)"
 NO_MERGE = float("inf")  # the rank of a pair that has no merge
 LONG_PIECE_BYTES = 256   # longer pieces use the heap loop (bpe_ids_long): same ids, not quadratic
 
-PACKAGE_VOCAB_DIR = Path(__file__).resolve().parent / "data" / "gpt2"
+PACKAGE_VOCAB_DIR = Path(__file__).resolve().parent.parent / "data" / "gpt2"
 VOCAB_FILE_PAIRS = (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe"))  # HF, OpenAI
 # sha256 of GPT-2's vocab.bpe (pinned by tiktoken; see data/gpt2/SOURCE.md). With exactly these
 # merges, every vocabulary entry is rebuilt by BPE from its own bytes (the tests check all 50,256),
@@ -206,7 +206,7 @@ class GPT2Tokenizer:
 
         The five official names (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) share one
         vocabulary, shipped with the package: they work offline. Other names go through
-        `minigpt2.hub`; a model folder without vocabulary files falls back to GPT-2's.
+        `minigpt2.weights.hub`; a model folder without vocabulary files falls back to GPT-2's.
         Keyword arguments (add_prefix_space=True, pad_token=..., ...) go to the constructor and
         win over the folder's tokenizer_config.json.
         """
@@ -216,7 +216,7 @@ class GPT2Tokenizer:
         elif name in OFFICIAL_NAMES:
             folder = PACKAGE_VOCAB_DIR
         else:
-            from minigpt2 import hub   # imported here: only names outside the package need it
+            from minigpt2.weights import hub   # imported here: only names outside the package need it
             folder = Path(hub.resolve_model_folder(name, cache_dir=cache_dir,
                                                    local_files_only=local_files_only))
         files = find_vocab_files(folder) or find_vocab_files(PACKAGE_VOCAB_DIR)

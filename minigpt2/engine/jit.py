@@ -1,8 +1,9 @@
-"""The building blocks of the Numba kernels (kernels.py, matvec.py, amx.py).
+"""The building blocks of the engine's Numba kernels, shared by every op file.
 
 Compiling one kernel twice, threaded and serial; the LLVM intrinsics the kernels use (a bit cast
-and a prefetch); and exp and GELU in float32 arithmetic that vectorises, since Numba has no SVML
-here and would call libm's scalar functions.
+and a prefetch); exp and GELU in float32 arithmetic that vectorises, since Numba has no SVML
+here and would call libm's scalar functions; a running max that vectorises; and the small
+array helpers every op needs at its boundary (rows of float32, cached vectors of ones and zeros).
 """
 
 import math
@@ -11,15 +12,15 @@ import types
 import llvmlite.ir
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-_REDUCE = {"reassoc", "contract"}   # the only fast-math flags used, and only on reductions
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+REDUCE = {"reassoc", "contract"}   # the only fast-math flags used, and only on reductions
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
-def _threaded_and_serial(fastmath=False):
+def threaded_and_serial(fastmath=False):
     """Compile one kernel twice: threaded (prange splits the loop) and serial (prange is range).
 
     Small inputs (a decode step's layer norm, the attention of a short context) take the serial
@@ -42,7 +43,7 @@ def _threaded_and_serial(fastmath=False):
 
 
 @intrinsic
-def _bits_to_float32(typingctx, bits):
+def bits_to_float32(typingctx, bits):
     """Reinterpret a uint32's bits as a float32 (a free register move; NumPy's .view for scalars)."""
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], llvmlite.ir.FloatType())
@@ -50,22 +51,21 @@ def _bits_to_float32(typingctx, bits):
 
 
 @intrinsic
-def _float32_bits(typingctx, value):
-    """A float32's bits as a uint32 (a free register move; the reverse of _bits_to_float32)."""
+def float32_bits(typingctx, value):
+    """A float32's bits as a uint32 (a free register move; the reverse of bits_to_float32)."""
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], llvmlite.ir.IntType(32))
     return numba.types.uint32(numba.types.float32), codegen
 
 
 @intrinsic
-def _prefetch(typingctx, matrix, row, col):
+def prefetch(typingctx, matrix, row, col):
     """Ask the CPU to start loading matrix[row, col] into cache; returns nothing, changes nothing.
 
     llvm.prefetch (x86 PREFETCHT0). The decode kernels stream each weight matrix once, from
     DRAM; the hardware prefetcher alone keeps too few cache lines in flight, so a thread's
     compute and its memory stalls add up instead of overlapping. Asking for the rows a few
-    steps ahead raised a 250 MB matrix-vector product from 14.7 to 19.7 GB/s (bfloat16) and
-    19.6 to 22.9 GB/s (float32, where NumPy's BLAS sgemv reaches 20) on 2 cores.
+    steps ahead lets a thread's compute overlap its memory stalls (BENCHMARKS.md).
     """
     def codegen(context, builder, signature, args):
         matrix_type = signature.args[0]
@@ -84,21 +84,21 @@ def _prefetch(typingctx, matrix, row, col):
 
 
 # Rows ahead that the decode kernels prefetch (8 rows of GPT-2's 768-wide bfloat16 matrices is
-# 12 KB; 4 to 64 rows measured within 5% of each other).
+# 12 KB: well inside L1, far enough ahead to cover a DRAM access).
 PREFETCH_ROWS = 8
 
 
 @njit(inline="always")
-def _prefetch_row(matrix, row):
+def prefetch_row(matrix, row):
     # start loading matrix[row, :], one request per 64-byte cache line; nothing past the end
     if row < matrix.shape[0]:
         step = max(1, 64 // matrix.itemsize)
         for col in range(0, matrix.shape[1], step):
-            _prefetch(matrix, row, col)
+            prefetch(matrix, row, col)
 
 
 @njit(inline="always")
-def _exp(x):
+def exp(x):
     """exp(x) for float32 x, to about 1 ulp, in arithmetic that vectorises (no libm call).
 
     Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, a degree-7 polynomial for exp(r) (the
@@ -116,7 +116,7 @@ def _exp(x):
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
     p = p * r * r + r + np.float32(1.0)
-    value = p * _bits_to_float32(np.uint32(np.int32(n) + np.int32(127)) << np.uint32(23))
+    value = p * bits_to_float32(np.uint32(np.int32(n) + np.int32(127)) << np.uint32(23))
     if x < np.float32(-87.3):
         return np.float32(0.0)
     if x > np.float32(88.7):
@@ -126,10 +126,93 @@ def _exp(x):
 
 # GELU (tanh form, "gelu_new"): 0.5 * x * (1 + tanh(u)) == x / (1 + exp(-2u)) exactly
 # (tanh(u) = 2 sigmoid(2u) - 1); the exp form is used because Numba calls libm's scalar tanhf
-# here (no SVML), while _exp vectorises.
+# here (no SVML), while exp vectorises.
 
 
 @njit(inline="always")
-def _gelu_scalar(v):
-    u2 = np.float32(2.0 * _SQRT_2_OVER_PI) * (v + np.float32(0.044715) * v * v * v)
-    return v / (np.float32(1.0) + _exp(-u2))
+def gelu_scalar(v):
+    u2 = np.float32(2.0 * SQRT_2_OVER_PI) * (v + np.float32(0.044715) * v * v * v)
+    return v / (np.float32(1.0) + exp(-u2))
+
+
+@threaded_and_serial()
+def gelu_inplace(x):
+    # x [n] -> x [n], in place
+    for i in prange(x.shape[0]):
+        x[i] = gelu_scalar(x[i])
+
+
+@njit(inline="always")
+def row_max(x, n, lanes):
+    # max of x[:n], -inf if n == 0 or all -inf; lanes: a float32 scratch of 16. A running max is
+    # one long dependency chain (and LLVM will not vectorise a float max without no-NaN
+    # fast-math); sixteen independent running maxima let the CPU overlap them.
+    lanes[:] = -np.inf
+    n16 = n - n % 16
+    for j in range(0, n16, 16):
+        for k in range(16):
+            lanes[k] = x[j + k] if x[j + k] > lanes[k] else lanes[k]
+    maxval = np.float32(-np.inf)
+    for k in range(16):
+        maxval = lanes[k] if lanes[k] > maxval else maxval
+    for j in range(n16, n):
+        maxval = x[j] if x[j] > maxval else maxval
+    return maxval
+
+
+@njit(cache=True)
+def visible_extent(mask):
+    # mask [b, t, s] -> [b, t]: 1 + the index of the last key each query row may see (0: none)
+    b, t, s = mask.shape
+    extent = np.zeros((b, t), dtype=np.int64)
+    for bi in range(b):
+        for ti in range(t):
+            for j in range(s - 1, -1, -1):
+                if mask[bi, ti, j]:
+                    extent[bi, ti] = j + 1
+                    break
+    return extent
+
+
+# ---- array helpers at an op's boundary ---------------------------------------------------------
+
+_ONES, _ZEROS = {}, {}
+
+
+def ones(n):
+    """A cached float32 vector of n ones (the scale of unscaled weights; no head mask). Only
+    kernels read it (a read-only flag would make Numba compile every kernel once more)."""
+    if n not in _ONES:
+        _ONES[n] = np.ones(n, dtype=np.float32)
+    return _ONES[n]
+
+
+def zeros(n):
+    """A cached float32 vector of n zeros (the missing bias of the LM head); only kernels read it."""
+    if n not in _ZEROS:
+        _ZEROS[n] = np.zeros(n, dtype=np.float32)
+    return _ZEROS[n]
+
+
+def as_rows(x, name):
+    """x [..., n] -> a C-contiguous float32 [rows, n] view or copy, and the leading shape."""
+    # a decode step calls this dozens of times: the common case (a float32 array) is checked first
+    if type(x) is not np.ndarray or x.dtype != np.float32:
+        x = np.asarray(x, dtype=np.float32)
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have at least 1 dimension, got shape {x.shape}")
+    x2 = x.reshape(-1, x.shape[-1])
+    if not x2.flags.c_contiguous:
+        x2 = np.ascontiguousarray(x2)
+    return x2, x.shape[:-1]
+
+
+def as_vector(v, n, name):
+    """A float32 contiguous vector of length n (None -> zeros)."""
+    if v is None:
+        return zeros(n)
+    if type(v) is not np.ndarray or v.dtype != np.float32 or not v.flags.c_contiguous:
+        v = np.ascontiguousarray(v, dtype=np.float32)
+    if v.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {v.shape}")
+    return v

@@ -18,7 +18,7 @@ How a download is made safe, the way the hub itself works:
     Small files answer 200 with `ETag` = their git blob id (sha1 of "blob <size>\\0" + content) and
     `Content-Length`. Whatever the server gives is checked: sha256 for 64 hex digits, the git blob
     sha1 for 40 hex digits, the size when known. JSON files must also parse, and the weights must
-    pass the header validation of `minigpt2.safetensors` (`load_metadata`, the check `load_file` runs).
+    pass the header validation of `minigpt2.weights.safetensors` (`load_metadata`, the check `load_file` runs).
   - Bytes go to `<file>.incomplete`; only a verified file is renamed to its real name, so a file
     under a real name is always complete. A bad file is removed.
   - A dropped connection is retried with exponential backoff, continuing with an HTTP `Range`
@@ -42,7 +42,7 @@ from urllib.parse import quote, urljoin
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_REVISION = "main"
-BUNDLED_MODELS_DIR = Path(__file__).resolve().parent / "models"
+BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 WEIGHTS_FILE = "model.safetensors"
 REQUIRED_FILES = ("config.json", WEIGHTS_FILE)
@@ -279,7 +279,7 @@ def download_model(name, cache_dir=None, revision=DEFAULT_REVISION, endpoint=Non
     continued. `retries` is how many failed tries in a row are allowed per file (a try that makes
     progress resets the count); the n-th retry waits `backoff * 2**(n-1)` seconds.
     """
-    import requests  # imported here so that `import minigpt2.hub` stays light
+    import requests  # imported here so that `import minigpt2.weights.hub` stays light
 
     if revision == DEFAULT_REVISION and name in bundled_models():
         return bundled_models()[name]  # shipped with the package: nothing to download
@@ -492,7 +492,7 @@ def _verify(remote, partial):
     if remote.filename.endswith(".safetensors"):
         # The full header check of the reader (dtypes, shapes, offsets inside the file), without
         # mapping the data, so nothing holds the file open when it is renamed.
-        from minigpt2.safetensors import load_metadata
+        from minigpt2.weights.safetensors import load_metadata
         try:
             load_metadata(partial)
         except (ValueError, OSError) as error:

@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from .safetensors import SafetensorsFile
+from minigpt2.weights.safetensors import SafetensorsFile
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -133,6 +133,12 @@ def split_body_and_heads(tensors, origin=None, source="checkpoint"):
                              f"without the {BODY_PREFIX!r} prefix")
         body[short] = array
     return body, heads
+
+
+def weights_source(folder):
+    """How error messages name a folder's weights: its one file, or the folder and its shard count."""
+    files = weight_files(folder)
+    return files[0] if len(files) == 1 else f"{folder} ({len(files)} shards)"
 
 
 def load_weights(folder, config):

@@ -2,20 +2,17 @@
 
 A decode step multiplies a few rows of activations (one per sequence) by every weight matrix,
 so it is bound by how fast the weights stream from memory, not by arithmetic. Two kernels, one
-per weight layout (kernels.linear picks one; BENCHMARKS.md has the measurements):
+per weight layout (linear_op.py picks one; BENCHMARKS.md has the measurements):
 
-* `_matvec_in_out`: float32 weights in the checkpoint's [n_in, n_out] layout, 2-8 rows
+* `matvec_in_out`: float32 weights in the checkpoint's [n_in, n_out] layout, 2-8 rows
   (batched decode; one row goes to BLAS sgemv). Each thread streams a contiguous band of weight
   rows and keeps partial sums for every output.
-* `_matvec_out_in`: weights stored one output per row, [n_out, n_in]: packed bfloat16 / float16
-  / int8 (quantize.py), widened to float32 in registers so that memory traffic shrinks to 2 or 1
+* `matvec_out_in`: weights stored one output per row, [n_out, n_in]: packed bfloat16 / float16
+  / int8 (weights/packed.py), widened to float32 in registers so that memory traffic shrinks to 2 or 1
   bytes per weight while the sums stay float32, and the float32 tied LM head wte. Dot products
   over weight rows in a 4 x 4 register tile, with the rows ahead prefetched.
 """
 
-import platform
-
-import llvmlite.binding
 import llvmlite.ir
 import numba
 import numpy as np
@@ -23,11 +20,13 @@ from numba import njit, prange
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .jit import _REDUCE, PREFETCH_ROWS, _bits_to_float32, _gelu_scalar, _prefetch_row, _threaded_and_serial
+from minigpt2.engine import cpu
+from minigpt2.engine.jit import (PREFETCH_ROWS, REDUCE, bits_to_float32, gelu_scalar, prefetch_row,
+                                 threaded_and_serial)
 
 
-@_threaded_and_serial()
-def _matvec_in_out(x, weight, bias, apply_gelu, n_chunks, out):
+@threaded_and_serial()
+def matvec_in_out(x, weight, bias, apply_gelu, n_chunks, out):
     # x [m, n_in] @ weight [n_in, n_out] + bias -> out [m, n_out], for small m (decode).
     # The weights are read once, in memory order: chunk k of the threads streams the contiguous
     # rows [i0, i1) of `weight` and accumulates x[:, i] * weight[i, :] into its own partial sums
@@ -55,10 +54,10 @@ def _matvec_in_out(x, weight, bias, apply_gelu, n_chunks, out):
             total = bias[o]
             for k in range(n_chunks):
                 total += partial[k, r, o]
-            out[r, o] = _gelu_scalar(total) if apply_gelu else total
+            out[r, o] = gelu_scalar(total) if apply_gelu else total
 
 
-# ---- weights stored [n_out, n_in]: packed (bfloat16 / float16 / int8, see quantize.py) or
+# ---- weights stored [n_out, n_in]: packed (bfloat16 / float16 / int8, see weights/packed.py) or
 # float32 (the tied LM head, wte.T). The decode kernel reads the stored values and widens each
 # to float32 in registers, so for packed weights memory traffic shrinks to 2 or 1 bytes per
 # weight while the sums stay float32.
@@ -67,7 +66,7 @@ def _matvec_in_out(x, weight, bias, apply_gelu, n_chunks, out):
 @njit(inline="always")
 def _bfloat16_to_float32(raw):
     # raw: uint16 bits; bfloat16 is the upper half of a float32
-    return _bits_to_float32(np.uint32(raw) << np.uint32(16))
+    return bits_to_float32(np.uint32(raw) << np.uint32(16))
 
 
 @intrinsic
@@ -79,49 +78,36 @@ def _half_bits_to_float32(typingctx, bits):
     return numba.types.float32(numba.types.int16), codegen
 
 
-def _has_hardware_half():
-    # x86 CPUs with F16C (2012 on) and 64-bit ARM widen half to float in one instruction, which
-    # LLVM emits for fpext half. Elsewhere LLVM would call a runtime helper that Numba's JIT may
-    # not link, so the arithmetic _float16_to_float32 below is used instead.
-    if platform.machine().lower() in ("aarch64", "arm64"):
-        return True
-    try:
-        return bool(llvmlite.binding.get_host_cpu_features().get("f16c", False))
-    except RuntimeError:
-        return False
-
-
-# benchmarks/bench_widening.py (a cache-resident 768x768 matrix, one core, one row): 38 us with
-# the instruction against 132 us with the arithmetic conversion, which had left float16 weights
-# decoding no faster than float32.
-_HARDWARE_HALF = _has_hardware_half()
+# Where the CPU widens float16 in one instruction (F16C), the decode kernel uses it; the
+# arithmetic conversion below is the fallback.
+HARDWARE_HALF = cpu.has_hardware_half()
 
 
 @njit(inline="always")
 def _float16_to_float32(raw):
     # raw: uint16 IEEE half bits. Branch-free (selects), so the loop still vectorises.
     magnitude = np.uint32(raw) & np.uint32(0x7FFF)
-    normal = _bits_to_float32((magnitude << np.uint32(13)) + np.uint32(0x38000000))     # exp + 112
-    special = _bits_to_float32((magnitude << np.uint32(13)) | np.uint32(0x7F800000))    # inf, nan
+    normal = bits_to_float32((magnitude << np.uint32(13)) + np.uint32(0x38000000))     # exp + 112
+    special = bits_to_float32((magnitude << np.uint32(13)) | np.uint32(0x7F800000))    # inf, nan
     tiny = np.float32(magnitude) * np.float32(5.9604644775390625e-08)                   # 2**-24
     value = special if magnitude >= 0x7C00 else (normal if magnitude >= 0x0400 else tiny)
     return -value if (np.uint32(raw) & np.uint32(0x8000)) else value
 
 
-def _widen(raw):
+def widen(raw):
     """One stored weight (packed or float32) -> float32; chosen at compile time by its type."""
-    raise NotImplementedError("_widen is only callable from Numba-compiled code")
+    raise NotImplementedError("widen is only callable from Numba-compiled code")
 
 
-@overload(_widen)
-def _widen_by_type(raw):
+@overload(widen)
+def widen_by_type(raw):
     # The packed arrays reach the kernel as uint16 (bfloat16 bits), int16 (float16 bits, a view)
     # or int8, so the element type alone selects the conversion, when the kernel is compiled:
-    # no branch per value, and no function argument (which costs Numba about 5 us of type
-    # lookup per call, 49 calls per decoded token).
+    # no branch per value, and no function argument (which costs Numba a type lookup on every
+    # call, dozens of calls per decoded token).
     if raw == numba.types.uint16:
         return lambda raw: _bfloat16_to_float32(raw)
-    if raw == numba.types.int16 and _HARDWARE_HALF:
+    if raw == numba.types.int16 and HARDWARE_HALF:
         return lambda raw: _half_bits_to_float32(raw)
     if raw == numba.types.int16:
         return lambda raw: _float16_to_float32(np.uint16(raw))
@@ -198,10 +184,8 @@ def _dot_rows4_int8(typingctx, x, data, first_row, n):
 
     Numba's own loops are vectorised 8 wide on this CPU (LLVM prefers 256-bit vectors on Intel's
     AVX-512 cores), and a one-row decode step over int8 weights is bound by the widening
-    arithmetic more than by memory. With 16-wide vectors, one int8 matrix-vector product over
-    100 MB went from 16.7 to 19.3 GB/s, and whole int8 decode steps of GPT-2 124M were faster in
-    every alternation (BENCHMARKS.md). The same loop for bfloat16 was slower in 5 of 7 and
-    mixed for float16, so those keep Numba's loop.
+    arithmetic more than by memory, so 16-wide vectors pay off there (BENCHMARKS.md). The same
+    loop for bfloat16 and float16 did not, so those keep Numba's loop.
     """
     def codegen(context, builder, signature, args):
         x_value, data_value, first_row_, n_ = args
@@ -236,7 +220,7 @@ def _rows4_loop(x, data, first_row, start, stop):
     w0, w1, w2, w3 = data[first_row], data[first_row + 1], data[first_row + 2], data[first_row + 3]
     for i in range(start, stop):
         v = x[i]
-        s0 += v * _widen(w0[i]); s1 += v * _widen(w1[i]); s2 += v * _widen(w2[i]); s3 += v * _widen(w3[i])  # noqa: E702
+        s0 += v * widen(w0[i]); s1 += v * widen(w1[i]); s2 += v * widen(w2[i]); s3 += v * widen(w3[i])  # noqa: E702
     return s0, s1, s2, s3
 
 
@@ -248,7 +232,7 @@ def _tile4x4_loop(x, first_x_row, data, first_row, start, stop):
     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)                   # s<row><output>
     s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
     for i in range(start, stop):
-        a, b, c, d = _widen(w0[i]), _widen(w1[i]), _widen(w2[i]), _widen(w3[i])
+        a, b, c, d = widen(w0[i]), widen(w1[i]), widen(w2[i]), widen(w3[i])
         v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
         s00 += v0 * a; s01 += v0 * b; s02 += v0 * c; s03 += v0 * d    # noqa: E702
         s10 += v1 * a; s11 += v1 * b; s12 += v1 * c; s13 += v1 * d    # noqa: E702
@@ -309,11 +293,11 @@ def _dot_tile4x4_by_type(x, first_x_row, data, first_row, n):
 @njit(inline="always")
 def _finish(total, scale, bias, apply_gelu):
     total = total * scale + bias
-    return _gelu_scalar(total) if apply_gelu else total
+    return gelu_scalar(total) if apply_gelu else total
 
 
-@_threaded_and_serial(fastmath=_REDUCE)
-def _matvec_out_in(x, data, scale, bias, apply_gelu, out):
+@threaded_and_serial(fastmath=REDUCE)
+def matvec_out_in(x, data, scale, bias, apply_gelu, out):
     # x [m, n_in] @ widen(data [n_out, n_in]).T * scale[n_out] + bias -> out [m, n_out]: dot
     # products over contiguous weight rows. data: float32 (an [n_out, n_in] matrix such as the
     # tied LM head wte), uint16 (bfloat16), int16 (float16 bits) or int8; scale is all ones
@@ -334,12 +318,12 @@ def _matvec_out_in(x, data, scale, bias, apply_gelu, out):
             for r in range(m):
                 total = np.float32(0.0)
                 for i in range(n_in):
-                    total += x[r, i] * _widen(row[i])
+                    total += x[r, i] * widen(row[i])
                 out[r, o] = _finish(total, scale[o], bias[o], apply_gelu)
             continue
         o = 4 * group
         for ahead in range(4):
-            _prefetch_row(data, o + PREFETCH_ROWS + ahead)
+            prefetch_row(data, o + PREFETCH_ROWS + ahead)
         r = 0
         while r + 4 <= m:
             (s00, s01, s02, s03, s10, s11, s12, s13,                          # s<row><output>
@@ -358,8 +342,8 @@ def _matvec_out_in(x, data, scale, bias, apply_gelu, out):
 
 
 @njit(error_model="numpy", cache=True)
-def _widen_rows(data, scale, out):
-    # data [rows, cols] packed (see _widen), scale [rows] -> out [rows, cols] float32
+def widen_rows(data, scale, out):
+    # data [rows, cols] packed (see widen), scale [rows] -> out [rows, cols] float32
     for r in range(data.shape[0]):
         for c in range(data.shape[1]):
-            out[r, c] = _widen(data[r, c]) * scale[r]
+            out[r, c] = widen(data[r, c]) * scale[r]

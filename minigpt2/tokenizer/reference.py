@@ -10,7 +10,7 @@ the functions. Each builder checks "Hello world" -> [15496, 995] before returnin
 reference never passes silently.
 """
 
-from minigpt2.tokenizer import ENDOFTEXT, PACKAGE_VOCAB_DIR
+from minigpt2.tokenizer.gpt2_tokenizer import ENDOFTEXT, PACKAGE_VOCAB_DIR
 
 HELLO_WORLD_IDS = [15496, 995]   # transformers' GPT2Tokenizer docstring
 

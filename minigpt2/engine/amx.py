@@ -5,8 +5,8 @@ Used only when the user allows bfloat16 products, as in PyTorch:
     minigpt2.set_float32_matmul_precision("medium")
 
 and only where the CPU has AMX (Intel Xeon from Sapphire Rapids on) and Linux lets this process
-use it (`available()`). Everywhere else `kernels.linear` and `kernels.attention` compute in
-float32 as always; kernels.py decides which calls come here (`_bfloat16_tiles_allowed`).
+use it (`available()`). Everywhere else `linear_op.py` and `attention_op.py` compute in
+float32 as always; policy.py decides which calls come here (`bfloat16_tiles_allowed`).
 
 AMX is a second register file of eight "tiles", each up to 16 rows of 64 bytes, and one
 instruction, TDPBF16PS, that multiplies a 16x32 bfloat16 tile by a 32x16 one and adds the 16x16
@@ -18,7 +18,7 @@ right tiles (6, 7): `_sums_add_products`.
 
 * `linear`: x [m, n_in] @ W [n_in, n_out] is computed as its transpose, out.T = W.T @ x.T, so that
   the left operand is the weight stored one output channel per row ([n_out, n_in], as
-  quantize.PackedWeight keeps it): a bfloat16 weight is read where it lies, with no copy. x is
+  weights.packed.PackedWeight keeps it): a bfloat16 weight is read where it lies, with no copy. x is
   rounded to bfloat16 and laid out as input pairs, 32 rows to a block (`_pack_x`); each 32 x 32
   block of sums is written back transposed, with the int8 scale and the bias.
 * `attention`: per head and block of 32 query rows, scores = q @ k.T (queries on the left, keys
@@ -42,10 +42,9 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import intrinsic
 
-from .jit import _REDUCE, _bits_to_float32, _exp, _float32_bits
-from .kernels import _gelu_inplace, _ones, _row_max, _visible_extent
-from .matvec import _widen
-from .quantize import PackedWeight, aligned_empty
+from minigpt2.engine.jit import REDUCE, bits_to_float32, exp, float32_bits, gelu_inplace, ones, row_max, visible_extent
+from minigpt2.engine.matvec import widen
+from minigpt2.weights.packed import PackedWeight, aligned_empty
 
 ROWS = 16         # rows of a tile
 BLOCK = 32        # outputs and rows of x per thread step: 2 x 2 tiles of 16
@@ -183,7 +182,7 @@ def _sums_store(typingctx, address, stride):
 @njit(inline="always")
 def _bfloat16_bits(value):
     # float32 -> bfloat16 bits (uint32, low 16 bits), round to nearest even; NaN stays NaN
-    bits = _float32_bits(np.float32(value))
+    bits = float32_bits(np.float32(value))
     rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
     is_nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
     return ((bits >> np.uint32(16)) | np.uint32(0x40)) if is_nan else rounded
@@ -223,7 +222,7 @@ def _packed_rows_to_bfloat16(data, out):
     n_out, n_in = data.shape
     for o in prange(out.shape[0]):
         for i in range(out.shape[1]):
-            out[o, i] = np.uint16(_bfloat16_bits(_widen(data[o, i]))) if (o < n_out and i < n_in) else 0
+            out[o, i] = np.uint16(_bfloat16_bits(widen(data[o, i]))) if (o < n_out and i < n_in) else 0
 
 
 @njit(parallel=True, error_model="numpy", cache=True)
@@ -277,7 +276,7 @@ def _matmul_tiles(x_blocks, m, weight_rows, scale, bias, config, out):
         _tiles_release()
 
 
-@njit(error_model="numpy", fastmath=_REDUCE, cache=True)
+@njit(error_model="numpy", fastmath=REDUCE, cache=True)
 def _products_past_blocks(x_blocks, m, weight_rows, first, scale, bias, out):
     # the outputs first .. n_out that _matmul_tiles leaves (fewer than 32), from the same
     # bfloat16 operands: out[r, o] = sum_i x_pair_i . weight_rows[o, 2i : 2i + 2] * scale + bias
@@ -287,16 +286,16 @@ def _products_past_blocks(x_blocks, m, weight_rows, first, scale, bias, out):
             pairs = x_blocks[r // BLOCK, :, r % BLOCK]
             total = np.float32(0.0)
             for i in range(n_pairs):
-                x_low = _bits_to_float32(pairs[i] << np.uint32(16))
-                x_high = _bits_to_float32(pairs[i] & np.uint32(0xFFFF0000))
-                total += (x_low * _bits_to_float32(np.uint32(weight_rows[o, 2 * i]) << np.uint32(16))
-                          + x_high * _bits_to_float32(np.uint32(weight_rows[o, 2 * i + 1]) << np.uint32(16)))
+                x_low = bits_to_float32(pairs[i] << np.uint32(16))
+                x_high = bits_to_float32(pairs[i] & np.uint32(0xFFFF0000))
+                total += (x_low * bits_to_float32(np.uint32(weight_rows[o, 2 * i]) << np.uint32(16))
+                          + x_high * bits_to_float32(np.uint32(weight_rows[o, 2 * i + 1]) << np.uint32(16)))
             out[r, o] = total * scale[o] + bias[o]
 
 
 @njit(inline="always")
 def _aligned_scratch(rows, cols, dtype):
-    # np.empty((rows, cols), dtype) starting on a 64-byte boundary (see quantize.aligned_empty)
+    # np.empty((rows, cols), dtype) starting on a 64-byte boundary (see weights.packed.aligned_empty)
     spare = np.empty(rows * cols + 64, dtype=dtype)
     skip = (-spare.ctypes.data % 64) // spare.itemsize
     return spare[skip:skip + rows * cols].reshape(rows, cols)
@@ -325,8 +324,8 @@ def bfloat16_weight_rows(weight):
     (no copy; `linear` computes the outputs past the last full block of 32 apart). Packed
     int8 (exact in bfloat16; its scale [n_out] is returned) and float16 are converted for this
     call: a pass without a transpose. A float32 weight ([n_in, n_out], the checkpoint's layout,
-    or a transposed view such as wte.T) is transposed and rounded, which costs about 10 ms per
-    GPT-2 124M layer, so a read-only one (a checkpoint's memory map) is converted once and kept
+    or a transposed view such as wte.T) is transposed and rounded, a pass as long as a layer's prefill
+    matmul, so a read-only one (a checkpoint's memory map) is converted once and kept
     until the weight itself is freed (+50% of its bytes); a writeable one may change between
     calls and is converted every time.
     """
@@ -363,13 +362,13 @@ def linear(x2, weight_rows, scale, bias, apply_gelu, out):
         x2 = np.pad(x2, ((0, 0), (0, weight_rows.shape[1] - n_in)))
     _pack_x(x2, x_blocks)
     if scale is None:
-        scale = _ones(out.shape[1])
+        scale = ones(out.shape[1])
     _matmul_tiles(x_blocks, m, weight_rows, scale, bias, _CONFIG, out)
     first_left = weight_rows.shape[0] // BLOCK * BLOCK
     if first_left < out.shape[1]:                 # rows past the last full block (an unpadded stored weight)
         _products_past_blocks(x_blocks, m, weight_rows, first_left, scale, bias, out)
     if apply_gelu:       # a pass of its own: inside the kernel's transposing loop it did not vectorise
-        _gelu_inplace[False](out.reshape(-1))
+        gelu_inplace[False](out.reshape(-1))
     return out
 
 
@@ -400,7 +399,7 @@ def _attention_operands(query, key, value, query_rows, key_blocks, value_pairs):
                 value_pairs[bi, hi, jp, c] = low | (high << np.uint32(16))
 
 
-@njit(parallel=True, fastmath=_REDUCE, error_model="numpy", cache=True)
+@njit(parallel=True, fastmath=REDUCE, error_model="numpy", cache=True)
 def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, head_scale, config, out):
     # Operands from _attention_operands; mask [b, t, s] bool (True = may attend), extent [b, t]
     # (1 + the last key each query row may see), head_scale [h] -> out [b, h, t, d].
@@ -431,7 +430,7 @@ def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, h
         weights = _aligned_scratch(BLOCK, n_padded, np.uint16)                      # bfloat16 bits
         weights[:] = 0
         total = np.zeros(BLOCK, dtype=np.float32)
-        row_lanes = np.empty(16, dtype=np.float32)                     # _row_max's scratch
+        row_lanes = np.empty(16, dtype=np.float32)                     # row_max's scratch
         # step 1
         query_base = query_rows[bi, hi, r0:].ctypes.data
         for j0 in range(0, n_padded, BLOCK):
@@ -446,14 +445,14 @@ def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, h
             row_mask = mask[bi, r0 + r]
             for j in range(n):                 # scale, -inf on masked keys
                 x[j] = x[j] * scale if row_mask[j] else np.float32(-np.inf)
-            row_max = _row_max(x, n, row_lanes)
-            if row_max == -np.inf:             # the row sees no key: weights stay 0
+            maxval = row_max(x, n, row_lanes)
+            if maxval == -np.inf:             # the row sees no key: weights stay 0
                 continue
             row_total = np.float32(0.0)
             for j in range(n):
-                bits = _bfloat16_bits(_exp(x[j] - row_max))
+                bits = _bfloat16_bits(exp(x[j] - maxval))
                 weights[r, j] = np.uint16(bits)
-                row_total += _bits_to_float32(bits << np.uint32(16))
+                row_total += bits_to_float32(bits << np.uint32(16))
             total[r] = row_total
         # step 3
         weight_base = weights.ctypes.data
@@ -489,6 +488,6 @@ def attention(query, key, value, mask, scale, head_scale):
     value_pairs = aligned_empty((b, h, _padded(s, BLOCK) // 2, d), np.uint32)
     _attention_operands(query, key, value, query_rows, key_blocks, value_pairs)
     out = np.empty((b, h, t, d), dtype=np.float32)
-    _attention_tiles(query_rows, key_blocks, value_pairs, mask, _visible_extent(mask), np.float32(scale),
+    _attention_tiles(query_rows, key_blocks, value_pairs, mask, visible_extent(mask), np.float32(scale),
                      head_scale, _CONFIG, out)
     return out

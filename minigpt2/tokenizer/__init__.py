@@ -1,0 +1,12 @@
+"""Text <-> token ids: GPT-2's byte-level BPE, in pure Python (importing it pulls neither NumPy nor Numba).
+
+    bytes_unicode.py     the 256-entry byte <-> printable-character table
+    gpt2_tokenizer.py    GPT2Tokenizer: pre-split, merge, ids, special tokens, files, tok(...)
+    batch_encoding.py    padding rows into a batch
+    explain.py           tok.explain(text): every step of the work, for people
+    reference.py         the reference tokenizers the tests compare with (tiktoken, tokenizers)
+"""
+
+from minigpt2.tokenizer.gpt2_tokenizer import ENDOFTEXT, PACKAGE_VOCAB_DIR, PRETOKENIZE_PATTERN, GPT2Tokenizer
+
+__all__ = ["ENDOFTEXT", "PACKAGE_VOCAB_DIR", "PRETOKENIZE_PATTERN", "GPT2Tokenizer"]
