@@ -22,6 +22,7 @@ from .cache import KVCache
 from .checkpoints import check_body_weights, load_weights, split_body_and_heads
 from .config import GPT2Config
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from .weights.tf_checkpoint import is_openai_release, load_openai_release
 
 
 def backend_module(backend):
@@ -130,8 +131,11 @@ class PretrainedMixin:
                 raise ValueError(f"{folder} holds {stored} weights of a GPT2LMHeadModel (written by "
                                  f"quantize.save_converted); {cls.__name__} cannot load it")
             return quantize.load_converted(folder, backend=backend, model_class=cls)
-        config = GPT2Config.from_pretrained(folder)
-        body, heads = load_weights(folder, config)                  # body unprefixed, heads as stored
+        if is_openai_release(folder):                  # OpenAI's TF1 release: hparams.json + model.ckpt.*
+            (config, body), heads = load_openai_release(folder), {}
+        else:
+            config = GPT2Config.from_pretrained(folder)
+            body, heads = load_weights(folder, config)              # body unprefixed, heads as stored
         model = cls(config, {**heads, **body}, backend=backend)
         return quantize.convert_model(model, storage)               # None / float32: unchanged
 
