@@ -369,7 +369,9 @@ def config_from_hparams(path):
     if missing:
         raise ValueError(f"{path}: needs integer {', '.join(missing)}")
     return GPT2Config(vocab_size=hparams["n_vocab"], n_positions=hparams["n_ctx"],
-                      n_embd=hparams["n_embd"], n_head=hparams["n_head"], n_layer=hparams["n_layer"])
+                      n_embd=hparams["n_embd"], n_head=hparams["n_head"], n_layer=hparams["n_layer"],
+                      # <|endoftext|> is GPT-2's last id (50256 of 50257)
+                      bos_token_id=hparams["n_vocab"] - 1, eos_token_id=hparams["n_vocab"] - 1)
 
 
 # model/h3/attn/c_attn/w -> h.3.attn.c_attn.weight; g/b of a norm and w/b of a linear
