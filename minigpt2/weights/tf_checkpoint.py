@@ -394,28 +394,44 @@ def hf_name(openai_name):
     return prefix + module.replace("/", ".") + "." + _SUFFIX[kind]
 
 
+def openai_shapes(config):
+    """{OpenAI variable name: shape} of every weight of a release with these hparams."""
+    c, v = config.n_embd, config.vocab_size
+    shapes = {"model/wte": (v, c), "model/wpe": (config.n_positions, c)}
+    for i in range(config.n_layer):
+        for norm in ("ln_1", "ln_2"):
+            shapes.update({f"model/h{i}/{norm}/g": (c,), f"model/h{i}/{norm}/b": (c,)})
+        for linear, n_in, n_out in (("attn/c_attn", c, 3 * c), ("attn/c_proj", c, c),
+                                    ("mlp/c_fc", c, 4 * c), ("mlp/c_proj", 4 * c, c)):
+            shapes.update({f"model/h{i}/{linear}/w": (1, n_in, n_out), f"model/h{i}/{linear}/b": (n_out,)})
+    shapes.update({"model/ln_f/g": (c,), "model/ln_f/b": (c,)})
+    return shapes
+
+
 def load_openai_release(folder, verify_crc=True):
     """(GPT2Config, {HF name: float32 array}) of an OpenAI release folder.
 
-    Conv weights [1, n_in, n_out] lose their leading 1 and are then exactly HF's Conv1D
-    [n_in, n_out]. A variable with no GPT-2 name is a ValueError (never silently dropped).
+    Every variable is checked against hparams.json by name and shape (a missing, unknown or
+    mis-shaped one is a ValueError naming the file). Conv weights [1, n_in, n_out] lose their
+    leading 1 and are then exactly HF's Conv1D [n_in, n_out].
     """
     folder = os.fspath(folder)
     config = config_from_hparams(os.path.join(folder, HPARAMS_NAME))
     checkpoint = TFCheckpoint(checkpoint_prefix(folder), verify_crc=verify_crc)
+    source = f"{checkpoint.index_path} with {HPARAMS_NAME} (n_layer={config.n_layer}, n_embd={config.n_embd})"
+    shapes = openai_shapes(config)
+    missing = [name for name in shapes if name not in checkpoint.entries]
+    if missing:
+        raise ValueError(f"{source}: missing variable {missing[0]!r}; do the files belong together?")
     weights = {}
     for name in checkpoint.keys():
-        target = hf_name(name)
-        if target is None:
-            raise ValueError(f"{checkpoint.index_path}: variable {name!r} is not a GPT-2 weight")
-        if target.startswith("h.") and int(target.split(".")[1]) >= config.n_layer:
-            raise ValueError(f"{checkpoint.index_path}: variable {name!r} is past n_layer="
-                             f"{config.n_layer} of {HPARAMS_NAME}; do the files belong together?")
-        array = checkpoint.get(name)
-        if name.endswith("/w"):                                          # a conv1d weight
-            if array.ndim != 3 or array.shape[0] != 1:
-                raise ValueError(f"{checkpoint.index_path}: tensor {name!r} has shape {list(array.shape)}, "
-                                 "expected [1, n_in, n_out]")
-            array = array[0]                                             # [1, n_in, n_out] -> [n_in, n_out]
-        weights[target] = array if array.dtype == np.float32 else array.astype(np.float32)
+        if name not in shapes:
+            raise ValueError(f"{source}: variable {name!r} is not a weight of this GPT-2")
+        array = checkpoint.get(name)                         # shape agrees with its bytes, crc checked
+        if array.shape != shapes[name]:
+            raise ValueError(f"{source}: variable {name!r} has shape {list(array.shape)}, "
+                             f"expected {list(shapes[name])}")
+        if name.endswith("/w"):
+            array = array[0]                                         # [1, n_in, n_out] -> [n_in, n_out]
+        weights[hf_name(name)] = array if array.dtype == np.float32 else array.astype(np.float32)
     return config, weights
