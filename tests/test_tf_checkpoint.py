@@ -139,6 +139,13 @@ def test_convert_refuses_an_existing_output(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_convert_without_dtype_needs_a_release(tmp_path, capsys):
+    from minigpt2.cli import main
+
+    assert main(["convert", "tiny-shakespeare", str(tmp_path / "out")]) == 1
+    assert "--dtype is required" in capsys.readouterr().err
+
+
 def test_tokenizer_reads_the_release_files(tmp_path, release):
     for name in ("encoder.json", "vocab.bpe"):
         shutil.copyfile(GPT2_VOCAB_DIR / name, release / name)
