@@ -276,3 +276,88 @@ def test_missing_shard(release):
     (release / DATA).unlink()
     with pytest.raises(ValueError, match=rf"data shard .*{DATA} is missing"):
         tfc.load_openai_release(release)
+
+
+# ---------------------------------------------------------------- a table written here, to shape at will
+
+def encode_varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def sealed_block(entries, restart_interval):
+    """A LevelDB block of sorted (key, value) pairs, prefix-compressed, with its trailer."""
+    block, restarts, previous = bytearray(), [], b""
+    for i, (key, value) in enumerate(entries):
+        shared = 0
+        if i % restart_interval == 0:
+            restarts.append(len(block))
+        else:
+            while shared < min(len(key), len(previous)) and key[shared] == previous[shared]:
+                shared += 1
+        block += encode_varint(shared) + encode_varint(len(key) - shared) + encode_varint(len(value))
+        block += key[shared:] + value
+        previous = key
+    block += b"".join(r.to_bytes(4, "little") for r in restarts) + len(restarts).to_bytes(4, "little")
+    return bytes(block), tfc.mask_crc(tfc.crc32c(bytes(block) + b"\0")).to_bytes(4, "little")
+
+
+def write_table(path, table, n_blocks, restart_interval=16):
+    """An SSTable of `table` {key: value} in `n_blocks` data blocks, as TF's table builder lays it out."""
+    keys = sorted(table)
+    out, index = bytearray(), []
+    for chunk in np.array_split(np.arange(len(keys)), n_blocks):
+        block, crc = sealed_block([(keys[i], table[keys[i]]) for i in chunk], restart_interval)
+        index.append((keys[chunk[-1]], encode_varint(len(out)) + encode_varint(len(block))))
+        out += block + b"\0" + crc
+    handles = []
+    for entries in ([], index):                        # the metaindex block (empty), then the index block
+        block, crc = sealed_block(entries, 1)
+        handles.append(encode_varint(len(out)) + encode_varint(len(block)))
+        out += block + b"\0" + crc
+    footer = b"".join(handles)
+    out += footer + bytes(40 - len(footer)) + tfc.TABLE_MAGIC.to_bytes(8, "little")
+    path.write_bytes(bytes(out))
+
+
+def test_an_index_of_several_blocks_and_restart_points(release):
+    table = tfc.read_table(TINY / "model.ckpt.index")
+    write_table(release / "model.ckpt.index", table, n_blocks=3, restart_interval=5)
+    assert len(tfc.block_entries(tfc.read_block((release / "model.ckpt.index").read_bytes(),
+                                                tfc.read_footer((release / "model.ckpt.index").read_bytes(),
+                                                                "index")[1], "index"), "index")) == 3
+    checkpoint = tfc.TFCheckpoint(release / "model.ckpt")
+    for name, value in expected().items():
+        np.testing.assert_array_equal(checkpoint.get(name), value)
+
+
+def test_a_sliced_tensor_is_refused(release):
+    table = tfc.read_table(TINY / "model.ckpt.index")
+    slice_field = bytes([7 << 3 | 2, 0])                # field 7 (slices), an empty TensorSliceProto
+    table[b"model/wpe"] += slice_field
+    write_table(release / "model.ckpt.index", table, n_blocks=1)
+    with pytest.raises(ValueError, match=r"model\.ckpt\.index: tensor 'model/wpe' is stored in slices"):
+        tfc.load_openai_release(release)
+
+
+def test_an_offset_past_the_end_of_the_shard(release):
+    table = tfc.read_table(TINY / "model.ckpt.index")
+    fields = tfc.parse_proto(table[b"model/ln_f/b"], "entry")
+    size = len((TINY / DATA).read_bytes())
+    rebuilt = b""
+    for number, value in fields:                        # re-encode with offset = the shard's size
+        if number == 4:
+            value = size
+        if isinstance(value, bytes):
+            rebuilt += encode_varint(number << 3 | 2) + encode_varint(len(value)) + value
+        elif number == 6:
+            rebuilt += encode_varint(number << 3 | 5) + value.to_bytes(4, "little")
+        else:
+            rebuilt += encode_varint(number << 3) + encode_varint(value)
+    table[b"model/ln_f/b"] = rebuilt
+    write_table(release / "model.ckpt.index", table, n_blocks=1)
+    with pytest.raises(ValueError, match=rf"{DATA}: tensor 'model/ln_f/b': bytes {size}\.\.{size + 32} run past"):
+        tfc.load_openai_release(release)
