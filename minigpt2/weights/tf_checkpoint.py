@@ -21,6 +21,10 @@ field by field: the key "" holds a BundleHeaderProto (num_shards = 1, endianness
 other key is a tensor name whose BundleEntryProto says dtype = 1, shape = 2, shard_id = 3,
 offset = 4, size = 5, crc32c = 6 (masked, of the tensor's bytes), slices = 7.
 
+Every tensor's crc32c is checked when it is read (``verify_crc=True``, the default): about 3 s
+for the 500 MB of 124M with the NumPy-vectorised ``crc32c`` below, where a byte loop in Python
+would take minutes. ``verify_crc=False`` skips it (the blocks of the index are always checked).
+
 Anything we do not expect (a compressed block, an unknown dtype, a sliced tensor, bytes past
 the end of a shard, a size that does not match the shape, a bad checksum) is a ValueError naming
 the file and the tensor. ``load_openai_release(folder)`` turns the release into a GPT2Config and
