@@ -604,7 +604,8 @@ def add_convert_command(subparsers):
                     "reads it: keep the original checkpoint for transformers.",
         epilog="examples:\n"
                "  minigpt2 convert gpt2 ./gpt2-int8 --dtype int8\n"
-               '  minigpt2 generate "Hello" --model ./gpt2-int8\n',
+               '  minigpt2 generate "Hello" --model ./gpt2-int8\n'
+               "  minigpt2 convert ~/.cache/minigpt2/openai-124M ./gpt2-hf   (OpenAI's TF release -> transformers)\n",
     )
     parser.add_argument("model", metavar="MODEL", help="a model name or a folder with config.json + model.safetensors")
     parser.add_argument("out_folder", metavar="OUT_FOLDER", help="where to write the converted model")
@@ -617,7 +618,6 @@ def add_convert_command(subparsers):
 
         from minigpt2 import hub, quantize
         from minigpt2.model import GPT2LMHeadModel
-
         from minigpt2.weights import openai_release, tf_checkpoint
 
         folder = Path(hub.resolve_model_folder(args.model))

@@ -228,6 +228,8 @@ def convert_to_hf(release, out_folder):
     from minigpt2.weights.tf_checkpoint import load_openai_release
 
     out = Path(out_folder)
+    if out.resolve() == Path(release).resolve():
+        raise ValueError(f"OUT_FOLDER is the release's own folder {out}; pick a new folder")
     if (out / "model.safetensors").exists():
         raise ValueError(f"{out / 'model.safetensors'} already exists; pick a new folder")
     config, weights = load_openai_release(release)
