@@ -163,8 +163,8 @@ def test_hparams_that_do_not_fit_the_weights(release):
     with pytest.raises(ValueError, match=r"model\.ckpt\.index .*missing variable 'model/h16/"):
         GPT2LMHeadModel.from_pretrained(release, backend="numpy")
     (release / "hparams.json").write_text(json.dumps({**hparams, "n_embd": 16}))
-    with pytest.raises(ValueError, match=r"model\.ckpt\.index .*n_embd=16\): variable 'model/h0/attn/c_attn/b' has shape \[24\], "
-                                         r"expected \[48\]"):
+    with pytest.raises(ValueError, match=r"model\.ckpt\.index .*n_embd=16\): variable "
+                                         r"'model/h0/attn/c_attn/b' has shape \[24\], expected \[48\]"):
         GPT2LMHeadModel.from_pretrained(release, backend="numpy")
 
 
