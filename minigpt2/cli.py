@@ -42,6 +42,8 @@ def add_download_command(subparsers):
     parser.add_argument("--cache-dir", default=None, help="download here instead of the minigpt2 cache")
     parser.add_argument("--revision", default="main", help="branch, tag or commit (default: main)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--source", choices=("hf", "openai"), default="hf",
+                        help="openai: OpenAI's original TF release (124M, 355M, 774M, 1558M or the gpt2 names)")
 
     def run(args):
         from minigpt2.weights import hub
@@ -52,8 +54,12 @@ def add_download_command(subparsers):
                   f"{hub.minigpt2_cache_dir(args.cache_dir)})")
             return 0
         for name in args.names:
-            folder = hub.download_model(name, cache_dir=args.cache_dir, revision=args.revision,
-                                        progress=not args.quiet)
+            if args.source == "openai":
+                from minigpt2.weights.openai_release import download_openai_release
+                folder = download_openai_release(name, cache_dir=args.cache_dir, progress=not args.quiet)
+            else:
+                folder = hub.download_model(name, cache_dir=args.cache_dir, revision=args.revision,
+                                            progress=not args.quiet)
             print(f"{name}: {folder}")
         return 0
 
@@ -598,11 +604,13 @@ def add_convert_command(subparsers):
                     "reads it: keep the original checkpoint for transformers.",
         epilog="examples:\n"
                "  minigpt2 convert gpt2 ./gpt2-int8 --dtype int8\n"
-               '  minigpt2 generate "Hello" --model ./gpt2-int8\n',
+               '  minigpt2 generate "Hello" --model ./gpt2-int8\n'
+               "  minigpt2 convert ~/.cache/minigpt2/openai-124M ./gpt2-hf   (OpenAI's TF release -> transformers)\n",
     )
     parser.add_argument("model", metavar="MODEL", help="a model name or a folder with config.json + model.safetensors")
     parser.add_argument("out_folder", metavar="OUT_FOLDER", help="where to write the converted model")
-    parser.add_argument("--dtype", required=True, choices=STORAGE_DTYPES[1:], help="the storage type")
+    parser.add_argument("--dtype", choices=STORAGE_DTYPES[1:], help="the storage type (required, except for "
+                        "an OpenAI release folder, which without --dtype becomes a float32 Hugging Face folder)")
 
     def run(args):
         import shutil
@@ -611,9 +619,15 @@ def add_convert_command(subparsers):
         from minigpt2 import quantize
         from minigpt2.weights import hub
         from minigpt2.model import GPT2LMHeadModel
+        from minigpt2.weights import openai_release, tf_checkpoint
 
         folder = Path(hub.resolve_model_folder(args.model))
         out = Path(args.out_folder)
+        if args.dtype is None and tf_checkpoint.is_openai_release(folder):
+            print(f"{openai_release.convert_to_hf(folder, out)}: float32 safetensors + config.json")
+            return 0
+        if args.dtype is None:
+            raise ValueError("--dtype is required (bfloat16, float16 or int8)")
         if out.resolve() == folder.resolve():
             raise ValueError(f"OUT_FOLDER is the model's own folder {folder}; pick a new folder")
         if (out / "model.safetensors").exists():

@@ -28,6 +28,7 @@ from minigpt2.generate import GenerationMixin
 from minigpt2.outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from minigpt2.weights.checkpoints import check_body_weights, load_weights, split_body_and_heads, weights_source
 from minigpt2.weights.packed import PackedWeight
+from minigpt2.weights.tf_checkpoint import is_openai_release, load_openai_release
 
 
 def backend_module(backend):
@@ -184,9 +185,13 @@ class PretrainedMixin:
                                  f"cannot load it (load the original checkpoint, with dtype={stored!r})")
             config, weights, source = quantize.load_converted_weights(folder)
             return cls(config, weights, backend=backend, source=source)
-        config = GPT2Config.from_pretrained(folder)
-        body, heads = load_weights(folder, config)                  # body unprefixed, heads as stored
-        model = cls(config, {**heads, **body}, backend=backend, source=weights_source(folder))
+        if is_openai_release(folder):                  # OpenAI's TF1 release: hparams.json + model.ckpt.*
+            (config, body), heads, source = load_openai_release(folder), {}, folder
+        else:
+            config = GPT2Config.from_pretrained(folder)
+            body, heads = load_weights(folder, config)              # body unprefixed, heads as stored
+            source = weights_source(folder)
+        model = cls(config, {**heads, **body}, backend=backend, source=source)
         return quantize.convert_model(model, storage)               # None / float32: unchanged
 
 
