@@ -30,8 +30,8 @@ def threaded_and_serial(fastmath=False):
 
     Both builds use error_model="numpy": a float division by zero gives inf/NaN instead of
     raising ZeroDivisionError. With Python's error model every division carries a branch to an
-    exception, which stops LLVM from vectorising the loop around it (the GELU pass ran 10x slower
-    serial than threaded on one thread until this was set; parallel loops already use numpy's).
+    exception, which stops LLVM from vectorising the loop around it (parallel loops already use
+    numpy's error model, so without this the serial build alone would be slow).
     """
     def compile_both(function):
         serial = types.FunctionType(function.__code__, function.__globals__, function.__name__ + "_serial",
