@@ -57,6 +57,7 @@ class Job:
     seed: object = None
     stop: tuple = ()
     logprobs: object = None           # None, or how many alternatives per token (0 = only the chosen one)
+    prompt_logprobs: bool = False     # also score the prompt's tokens (echo with logprobs)
     cancelled: bool = False           # set by the handler (client gone); the row leaves before the next step
     id: int = field(default_factory=itertools.count().__next__)
 
@@ -70,6 +71,12 @@ class TokenEvent:
     text: str                          # new text safe to show (may be "", never half a character)
     logprob: float = None              # log p of the token under the model (raw logits)
     top_logprobs: list = None          # [(token_id, logprob)], most likely first
+
+
+@dataclass
+class PromptEvent:
+    """The prompt's own logprobs: one (logprob, top) per prompt token after the first."""
+    logprobs: list
 
 
 @dataclass
@@ -176,6 +183,13 @@ class Batcher:
         """Prefill the prompt alone, pick its first token, copy its keys/values into a free row."""
         ids = np.asarray([job.prompt_ids], dtype=np.int64)              # [1, p]
         p = ids.shape[1]
+        if job.prompt_logprobs:                                         # a pass of its own: the prefill
+            logits = self.model(input_ids=ids).logits[0]                # below stays as generate's
+            job.emit(PromptEvent([_logprobs(logits[i], job.prompt_ids[i + 1], job.logprobs or 0)
+                                  for i in range(p - 1)]))
+        if job.max_tokens == 0:                                         # scoring only
+            job.emit(DoneEvent("length", 0))
+            return
         out = self.model(input_ids=ids, attention_mask=np.ones_like(ids), position_ids=np.arange(p)[None],
                          use_cache=True, logits_to_keep=1)             # as generate's prefill
         row = _Row(job, StreamDecoder(self.token_bytes, job.stop), position=p)
