@@ -125,6 +125,10 @@ class Batcher:
     def submit(self, job):
         """Queue a job; raises QueueFull when max_queue jobs are already waiting."""
         with self.lock:
+            if len(self.waiting) >= self.max_queue:       # jobs whose clients left do not count
+                for gone in [j for j in self.waiting if j.cancelled]:
+                    self.waiting.remove(gone)
+                    gone.emit(DoneEvent("cancelled", 0))
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull(f"the queue is full ({self.max_queue} requests waiting)")
             self.waiting.append(job)

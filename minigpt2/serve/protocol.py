@@ -137,7 +137,7 @@ def parse_completion_request(body, served_model, tokenizer, n_positions, vocab_s
         if len(ids) + max_tokens > n_positions:
             raise bad("max_tokens", f"This model's maximum context length is {n_positions} tokens, but "
                                     f"you requested {len(ids) + max_tokens} tokens ({len(ids)} in the "
-                                    f"prompt, {max_tokens} for the completion)",
+                                    f"prompt, {max_tokens} for the completion); lower max_tokens or shorten the prompt",
                       code="context_length_exceeded")
     stop = body.get("stop")
     stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
