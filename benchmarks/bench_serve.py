@@ -9,6 +9,9 @@ and --max-batch 1, side by side. Prints tokens/s (all clients together) and time
 Each server runs in its own process (the clients' threads must not share its GIL). Each client
 sends --requests streamed greedy requests one after the other (prompt of ~16 tokens, --max-tokens
 new ones); a warm-up round at every concurrency runs first so that no kernel compiles while timed.
+With --arrival staggered (default) the clients start spread over one lone request's duration, as
+independent users would; --arrival burst starts them at one instant, so the k-th first token waits
+for k prefills (each prompt is prefilled alone, one after another).
 Needs the serve extra and httpx.
 """
 
@@ -79,11 +82,13 @@ def one_request(client, url, model, prompt, max_tokens):
     return first, time.perf_counter() - start, tokens
 
 
-def run_clients(url, model, n_clients, n_requests, max_tokens):
-    """n_clients threads, each sending n_requests one after the other: (tokens/s, [ttft])."""
+def run_clients(url, model, n_clients, n_requests, max_tokens, spread=0.0):
+    """n_clients threads, each sending n_requests one after the other: (tokens/s, [ttft]).
+    Client i starts i / n_clients * spread seconds late (spread 0: all at once)."""
     ttfts, counts, errors = [], [], []
 
     def client_loop(i):
+        time.sleep(i / n_clients * spread)
         with httpx.Client() as client:
             for r in range(n_requests):
                 try:
@@ -110,7 +115,10 @@ def main(argv=None):
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 1], help="--max-batch values to compare")
     parser.add_argument("--requests", type=int, default=2, help="requests per client (default: 2)")
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--arrival", choices=("staggered", "burst"), default="staggered",
+                        help="staggered (default): client i starts i/n of a lone request's time late, as "
+                             "independent users would; burst: all clients start at the same instant")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--threads", type=int, default=1,
                         help="the server's Numba and BLAS threads (default: 1; the clients need a core too, "
@@ -118,15 +126,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     folder = Path(args.model) if args.model else random_gpt2_folder()
     print(bench.machine_description())
-    print(f"server threads: {args.threads or 'default'}; "
-          f"model {folder}, {args.requests} requests per client, {args.max_tokens} new tokens each, greedy, streamed\n")
+    print(f"server threads: {args.threads or 'default'}; model {folder}; {args.requests} requests per client, "
+          f"{args.max_tokens} new tokens each, greedy, streamed; arrival: {args.arrival}\n")
     results = {}
     for max_batch in args.batches:
         process, url, model = start_server(folder, args.port, max_batch, args.threads)
         try:
+            run_clients(url, model, 1, 1, 4)                                    # warm-up: compile the kernels
+            with httpx.Client() as client:                                      # a lone request's duration
+                lone_seconds = one_request(client, url, model, PROMPTS[0], args.max_tokens)[1]
+            spread = lone_seconds if args.arrival == "staggered" else 0.0
             for n_clients in args.clients:
                 run_clients(url, model, min(n_clients, max_batch), 1, 4)       # warm-up: compile the kernels
-                tps, ttfts = run_clients(url, model, n_clients, args.requests, args.max_tokens)
+                tps, ttfts = run_clients(url, model, n_clients, args.requests, args.max_tokens, spread)
                 results[max_batch, n_clients] = (tps, np.percentile(ttfts, 50), np.percentile(ttfts, 95))
                 print(f"  max-batch {max_batch:2d}, {n_clients:2d} clients: {tps:7.1f} tok/s, "
                       f"TTFT p50 {1000 * results[max_batch, n_clients][1]:7.0f} ms", flush=True)
