@@ -256,3 +256,18 @@ def test_batcher_greedy_rows_match_generate_through_compaction(loaded):
     for i, (ids, n) in enumerate(specs):
         want = model.generate([ids], max_new_tokens=n, eos_token_id=tok.eos_token_id)[0, len(ids):]
         assert np.array_equal(got[i], want[:len(got[i])]), f"row {i}"
+
+
+def test_batcher_survives_a_failing_job(loaded):
+    """A job that breaks the model (an id past the vocabulary) fails alone; the loop goes on."""
+    from minigpt2.serve.batcher import Batcher, DoneEvent, run_alone
+
+    model, tok = loaded
+    batcher = Batcher(model, tok, max_batch=2).start()
+    try:
+        broken = run_alone(batcher, Job([model.config.vocab_size + 5], 4, None, temperature=0))
+        assert isinstance(broken[-1], DoneEvent) and broken[-1].finish_reason == "error"
+        fine = run_alone(batcher, Job(tok.encode("ROMEO:"), 4, None, temperature=0))
+        assert fine[-1].finish_reason == "length" and fine[-1].n_tokens == 4
+    finally:
+        batcher.stop()

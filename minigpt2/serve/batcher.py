@@ -165,16 +165,20 @@ class Batcher:
                 joining = []
                 while self.waiting and len(self.rows) + len(joining) < self.max_batch:
                     joining.append(self.waiting.popleft())
+            # a bug must not kill the server: a failing job (or step) fails its rows, the loop goes on
+            for job in joining:
+                if job.cancelled:
+                    job.emit(DoneEvent("cancelled", 0))
+                    continue
+                try:
+                    self._join(job)
+                except Exception as error:
+                    job.emit(DoneEvent("error", 0, error=f"{type(error).__name__}: {error}"))
             try:
-                for job in joining:
-                    if not job.cancelled:
-                        self._join(job)
-                    else:
-                        job.emit(DoneEvent("cancelled", 0))
                 self._drop_cancelled()
                 if self.rows:
                     self._step()
-            except Exception as error:        # a bug must not kill the server: fail the rows, go on
+            except Exception as error:
                 for row in self.rows:
                     row.job.emit(DoneEvent("error", row.n_new, error=f"{type(error).__name__}: {error}"))
                 self.rows = []
