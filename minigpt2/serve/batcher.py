@@ -184,8 +184,11 @@ class Batcher:
                 self.rows = []
                 self.slot_mask[:] = 0
                 self.cache.length = 0
-        for row in self.rows:
+        for row in self.rows:                 # stopped: nobody waits forever
             row.job.emit(DoneEvent("cancelled", row.n_new))
+        with self.lock:
+            while self.waiting:
+                self.waiting.popleft().emit(DoneEvent("cancelled", 0))
 
     def _join(self, job):
         """Prefill the prompt alone, pick its first token, copy its keys/values into a free row."""
