@@ -213,10 +213,10 @@ def test_api_key_and_a_full_queue(loaded):
         prompt = loaded[1].encode("ROMEO:")
         running, waiting = (Job(prompt, 200, lambda e: None, temperature=0) for _ in range(2))
         batcher.submit(running)
-        deadline = time.monotonic() + 10
-        while batcher.n_active == 0 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        while (batcher.n_active, batcher.n_waiting) != (1, 0) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert batcher.n_waiting == 0, list(batcher.waiting)
+        assert (batcher.n_active, batcher.n_waiting) == (1, 0), (batcher.rows, list(batcher.waiting))
         batcher.submit(waiting)
         with pytest.raises(openai.APIStatusError) as raised:
             good.completions.create(**body)

@@ -85,7 +85,7 @@ class Server:
 
     async def tokenize(self, request):
         text = protocol.parse_tokenize_request(await read_json(request, self.max_body))
-        ids = self.tokenizer.encode(text)
+        ids = await asyncio.to_thread(self.tokenizer.encode, text)
         return JSONResponse({"tokens": ids, "count": len(ids), "max_model_len": self.config.n_positions})
 
     async def detokenize(self, request):
@@ -95,8 +95,10 @@ class Server:
     # ---- completions ----------------------------------------------------------------------------
     async def completions(self, request):
         self.check_key(request)
-        req = protocol.parse_completion_request(await read_json(request, self.max_body), self.model_name,
-                                                self.tokenizer, self.config.n_positions, self.config.vocab_size)
+        body = await read_json(request, self.max_body)
+        # tokenizing a prompt of up to max_body bytes takes a while: not on the event loop
+        req = await asyncio.to_thread(protocol.parse_completion_request, body, self.model_name,
+                                      self.tokenizer, self.config.n_positions, self.config.vocab_size)
         events, jobs = self.submit(req)
         if req.stream:
             return StreamingResponse(self.stream(req, events, jobs), media_type="text/event-stream",
