@@ -188,6 +188,9 @@ def test_errors_bad_json_unknown_model_context_body_limit(server):
     big = b'{"model": "x", "prompt": "' + b"a" * (2 << 20) + b'"}'
     assert error_of(httpx.post(url + "/v1/completions", content=big), 413)["code"] == "body_too_large"
     assert error_of(httpx.get(url + "/v1/nothing"), 404)
+    assert error_of(httpx.get(url + "/v1/completions"), 405)
+    assert error_of(httpx.post(url + "/tokenize", json={"text": "a"}), 400)["param"] == "prompt"
+    assert error_of(httpx.post(url + "/detokenize", json={"tokens": [-1]}), 400)["param"] == "tokens"
     assert httpx.get(url + "/health").json()["status"] == "ok"       # still alive after all of it
 
 
