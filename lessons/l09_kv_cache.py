@@ -51,10 +51,7 @@ def block_attention(x, weights, layer, config, cache):
     k, v = cache.append(layer, k, v)                                    # NEW: past + new keys [b, h, s, d]
     t, s = q.shape[2], k.shape[2]
     mask = l07.MASK(s)[s - t:]                                          # NEW: the last t rows of the [s, s] mask
-    scale = config.head_dim ** -0.5 if config.scale_attn_weights else 1.0
-    if config.scale_attn_by_inverse_layer_idx:
-        scale /= layer + 1
-    probs = l07.attention_probs(q, k, mask, scale)                      # [b, h, t, s]
+    probs = l07.attention_probs(q, k, mask, l07.attention_scale(config, layer))   # [b, h, t, s]
     out = (probs @ v).transpose(0, 2, 1, 3).reshape(x.shape)
     return out @ w("attn.c_proj.weight") + w("attn.c_proj.bias")
 
