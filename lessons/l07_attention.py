@@ -55,12 +55,12 @@ def split_heads(a, n_head):
     return a.reshape(b, t, n_head, c // n_head).transpose(0, 2, 1, 3)   # [b, t, c] -> [b, h, t, d]
 
 
-def block_attention(x, weights, layer, config, mask=None):
+def block_attention(x, weights, layer, config, mask=None, pre_norm=True):
     """The attention half of block `layer` on its input x [b, t, c] -> (probs, output [b, t, c]).
-
-    mask [b, t, t] bool (True = may attend) defaults to MASK(t), the causal mask (lesson 12 adds padding)."""
+    mask [b, t, t] bool (True = may attend) defaults to MASK(t) (lesson 12 adds padding); pre_norm=False
+    reads x itself, not ln_1(x) (lesson 08's post-norm experiment)."""
     w = lambda name: weights[f"h.{layer}.{name}"]                      # noqa: E731
-    h = layer_norm(x, w("ln_1.weight"), w("ln_1.bias"), config.layer_norm_epsilon)
+    h = layer_norm(x, w("ln_1.weight"), w("ln_1.bias"), config.layer_norm_epsilon) if pre_norm else x
     qkv = h @ w("attn.c_attn.weight") + w("attn.c_attn.bias")          # [b, t, c] -> [b, t, 3c]
     q, k, v = (split_heads(a, config.n_head) for a in np.split(qkv, 3, axis=-1))
     mask = MASK(x.shape[1]) if mask is None else mask[:, None]         # [t, t] or [b, 1, t, t]
