@@ -21,6 +21,7 @@ import numpy as np
 
 from lessons._common import (check, check_true, figure_path, fixture_weights, load_model, parse_args, pyplot,
                              reference_npz, run, save, title, visible)
+from lessons.l05b_objective import log_softmax
 from lessons.l06_layernorm_gelu import layer_norm
 
 
@@ -113,7 +114,7 @@ def main(argv=None):
     title("step 4: why divide by sqrt(head_dim)")
     d, keys, n = 64, 32, 2000 if args.fast else 20000                  # n queries, unit-variance entries
     dots = np.einsum("nd,nkd->nk", rng.standard_normal((n, d)), rng.standard_normal((n, keys, d)))  # [n, keys]
-    softmax = lambda z: np.exp(z - z.max(-1, keepdims=True)) / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)  # noqa: E731
+    softmax = lambda z: np.exp(log_softmax(z))                         # noqa: E731
     for name, s in (("q.k", dots), ("q.k / sqrt(64)", dots / np.sqrt(d))):
         p = softmax(s)
         print(f"  {name:15s} variance {s.var():6.2f}; softmax over {keys} keys: entropy {entropy(p).mean():.2f} "
@@ -141,12 +142,11 @@ def main(argv=None):
                   f";  none visible {np.round(softmax(np.where(none, row, fill)), 3)}")
     empty = attention_probs(np.ones((1, 1, 1, 2)), np.ones((1, 1, 3, 2)), np.zeros((1, 3), bool), 1.0)
     print(f"  attention_probs excludes masked keys: none visible -> {empty[0, 0, 0]} (no NaN)")
-    print("what you should see: with nothing visible (a padding query) -inf gives NaN, a large negative a\n"
-          "fake uniform row, exclusion zeros")
+    print("what you should see: with nothing visible, -inf gives NaN, a large negative a fake uniform row, exclusion 0")
 
     title("the chosen model's attention maps")
     model, tok, description = load_model(args)
-    text = "First Citizen:\nBefore we proceed any further, hear me speak." if not args.fast else "First Citizen:\nBefore we"
+    text = "First Citizen:\nBefore we" + ("" if args.fast else " proceed any further, hear me speak.")
     ids = tok.encode(text)
     attentions = model(np.array([ids]), output_attentions=True).attentions   # n_layer x [1, h, t, t]
     labels = [visible(tok.decode([i])) for i in ids]
@@ -171,7 +171,7 @@ def main(argv=None):
             ax.set_xticks(range(len(ids)), labels if r == len(layers) - 1 else [], rotation=90, fontsize=6)
             ax.set_yticks(range(len(ids)), labels if c == 0 else [], fontsize=6)
         fig.colorbar(image, ax=axes, shrink=0.6, label="attention probability (each row sums to 1)")
-        fig.supxlabel("key (the token being read)", fontsize=8), fig.supylabel("query (the token reading)", fontsize=8)
+        fig.supxlabel("key (the token being read)", fontsize=8), fig.supylabel("query (the token reading)")
         fig.suptitle(f"attention per head; the upper triangle is the future, always 0\n{description}", fontsize=8)
         save(fig, path)
 
