@@ -174,6 +174,8 @@ def main(argv=None):
           "middle block can go (the stream carries on without it); block 0 cannot (its MLP is the big jump\n"
           "in the figure); dropping a residual throws the stream away; post-norm weights never learned the\n"
           "rescaled stream. No training here: the trained weights' dependence on each choice stands in for it")
+    if "RANDOM" in description:
+        print("(random weights here: they depend on nothing, so the table means nothing; use the demo model)")
 
     title("checks")
     for i, (h, r) in enumerate(zip(hidden, ref["hidden_states"])):
