@@ -11,7 +11,9 @@ Whether the *text* "<|endoftext|>" becomes that id is a policy, and the librarie
 GPT-2 was trained without padding, so it has no pad token. To batch texts of different lengths we
 pad with some id (usually eos = 50256) and say which positions are real with attention_mask
 (1 = token, 0 = padding). Right padding for scoring; left padding for generation, so that every
-row's last position is a real token (lesson 12 shows why the positions then need care).
+row's last position is a real token (lesson 12 shows why the positions then need care). The
+mask is only carried along here: attention (lesson 07) is where it acts, by giving padding keys
+probability 0, so a real token never reads a pad.
 
     python -m lessons.l04_special_and_padding [--fast]
 """

@@ -44,12 +44,15 @@ def main(argv=None):
     print(f"input_ids {ids.shape}: {ids[0].tolist()}")
     print(f"wte {weights['wte.weight'].shape}, wpe {weights['wpe.weight'].shape} -> x {x.shape}")
     print(f"x[0, 0, :6] = {np.round(x[0, 0, :6], 4)}")
+    print(f"what you should see: token {ids[0, 0]} at position 0 is now {x.shape[-1]} numbers (the first 6 shown), "
+          f"row {ids[0, 0]} of wte plus row 0 of wpe")
 
     title("with a cache: 4 tokens already seen, the next 3 get positions 4, 5, 6")
     n_past = 4
     tail = embed(ids[:, n_past:n_past + 3], np.arange(n_past, n_past + 3)[None],
                  weights["wte.weight"], weights["wpe.weight"])
     print(f"positions {np.arange(n_past, n_past + 3).tolist()}: tail {tail.shape}")
+    print("what you should see: the same rows as the full embedding's positions 4..6 (checked below)")
 
     title("the chosen model's tables")
     model, tok, description = load_model(args)
@@ -61,6 +64,8 @@ def main(argv=None):
         sims = cosine_matrix(wte[token][None], wte)[0]
         nearest = np.argsort(-sims)[1:6]
         print(f"  nearest to {word!r} in wte: {[tok.decode([int(i)]) for i in nearest]}")
+    print("what you should see: with trained weights, words used alike sit near each other (the demo model\n"
+          "puts numbers near ' three'); random weights: no pattern")
     n = min(wpe.shape[0], 128 if args.fast else 1024)
     similarity = cosine_matrix(wpe[:n], wpe[:n])
     path = figure_path(args, "l05_position_similarity.png")

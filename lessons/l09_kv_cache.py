@@ -12,6 +12,11 @@ The code is lesson 07/08's, with the changed lines marked `# NEW`. The cached lo
 one full pass (up to float rounding), and transformers' own cached decode. Past n_positions there
 is no position embedding left: the cache refuses with a clear error.
 
+The cost model (`decode_cost`, derived in lessons/l09_kv_cache.md): a new token costs 2 FLOPs per
+matmul weight (12 c^2 per block, V c for the head) plus 4 s c per block to read s cached positions;
+without the cache all s positions are computed again. The price: 2 (k, v) x n_layer x c values per
+token of memory. A decode step streams every weight once: bandwidth / weight bytes caps tokens/s.
+
     python -m lessons.l09_kv_cache [--fast] [--model ...]
 """
 
@@ -20,7 +25,7 @@ import time
 import numpy as np
 
 from lessons import l07_attention as l07
-from lessons._common import check, check_true, fixture_weights, load_model, parse_args, run, title
+from lessons._common import check, check_equal, check_true, fixture_weights, load_model, parse_args, run, title
 from lessons.l05_embeddings import embed
 from lessons.l06_layernorm_gelu import layer_norm
 from lessons.l08_forward import forward, mlp, model_weights
@@ -51,10 +56,7 @@ def block_attention(x, weights, layer, config, cache):
     k, v = cache.append(layer, k, v)                                    # NEW: past + new keys [b, h, s, d]
     t, s = q.shape[2], k.shape[2]
     mask = l07.MASK(s)[s - t:]                                          # NEW: the last t rows of the [s, s] mask
-    scale = config.head_dim ** -0.5 if config.scale_attn_weights else 1.0
-    if config.scale_attn_by_inverse_layer_idx:
-        scale /= layer + 1
-    probs = l07.attention_probs(q, k, mask, scale)                      # [b, h, t, s]
+    probs = l07.attention_probs(q, k, mask, l07.attention_scale(config, layer))   # [b, h, t, s]
     out = (probs @ v).transpose(0, 2, 1, 3).reshape(x.shape)
     return out @ w("attn.c_proj.weight") + w("attn.c_proj.bias")
 
@@ -94,6 +96,16 @@ def greedy_generate(ids, weights, config, n_new):
     return ids
 
 
+def decode_cost(config, s, bytes_per_value=4):
+    """The cost of the next token at context length s: (FLOPs with the cache, FLOPs without, cache bytes
+    per token, weight bytes streamed per step). Counts multiply-adds x 2; layer norms, GELU, biases ignored."""
+    c, v, L = config.n_embd, config.vocab_size, config.n_layer
+    matmul = L * (3 * c * c + c * c + 2 * c * config.inner_dim) + v * c        # 12 c^2 per block with a 4c MLP
+    cached = 2 * matmul + L * 4 * s * c                                  # q.k and probs @ v over s keys
+    recomputed = s * 2 * matmul + L * 2 * s * s * c                      # every position again, the causal triangle
+    return cached, recomputed, 2 * L * c * bytes_per_value, matmul * bytes_per_value   # wpe: one row per step
+
+
 def main(argv=None):
     args = parse_args(__doc__, argv)
 
@@ -102,8 +114,9 @@ def main(argv=None):
     ids = ref["input_ids"]
     cached, cache = prefill_then_decode(ids, weights, config, n_prefill=4)
     _, full = forward(ids, weights, config)
-    print(f"cache keys per layer {cache.keys[0].shape} (preallocated), {cache.length} filled")
-    print(f"max |cached - full| = {np.abs(cached - full).max():.2e}")
+    print(f"cache keys per layer {cache.keys[0].shape} (preallocated), {cache.length} filled; "
+          f"max |cached - full| = {np.abs(cached - full).max():.2e}")
+    print("what you should see: the cached logits equal the full pass up to float32 rounding (~1e-5)")
 
     title("the chosen model: greedy decoding, cached vs recomputing everything")
     model, tok, description = load_model(args)
@@ -120,7 +133,38 @@ def main(argv=None):
         _, logits = forward(recomputed, mw, model.config)
         recomputed = np.concatenate([recomputed, logits[:, -1:].argmax(-1)], axis=1)
     print(f"{n_new} tokens: {cached_s * 1e3:.0f} ms with the cache, {(time.perf_counter() - start) * 1e3:.0f} ms "
-          f"recomputing every prefix (the gap grows with the length)")
+          f"recomputing every prefix")
+
+    title("the cost model: GPT-2 124M in float32, then measured on the chosen model")
+    from minigpt2.config import GPT2Config
+    gpt2 = GPT2Config()
+    for s in (128, 1024):
+        f_cached, f_full, kv_bytes, weight_bytes = decode_cost(gpt2, s)
+        print(f"  context {s:4d}: {f_cached / 1e9:.2f} GFLOP/token with the cache, {f_full / 1e9:6.1f} without; "
+              f"cache {kv_bytes * s / 2**20:.0f} MiB per sequence ({kv_bytes // 1024} KiB per token)")
+    print(f"  one decode step streams {weight_bytes / 1e6:.0f} MB of weights: at 20 / 100 GB/s of memory bandwidth "
+          f"at most {20e9 / weight_bytes:.0f} / {100e9 / weight_bytes:.0f} tokens/s for one sequence")
+    lengths = [8, 16, 32] if args.fast else [16, 32, 64, 128]
+    lengths = [s for s in lengths if s < model.config.n_positions]
+    for s in lengths:
+        ids_s = np.resize(prompt[0], s)[None]                             # a context of s tokens
+        timings = []
+        for step in ("cached", "recomputed"):
+            best = np.inf
+            for _ in range(3 if args.fast else 5):
+                cache = Cache(model.config, 1)
+                forward_cached(ids_s[:, :-1], mw, model.config, cache)         # the prefix is already cached
+                start = time.perf_counter()
+                _ = (forward_cached(ids_s[:, -1:], mw, model.config, cache) if step == "cached"   # one new position
+                     else forward(ids_s, mw, model.config))                    # or all s positions again
+                best = min(best, time.perf_counter() - start)
+            timings.append(best)
+        f_cached, f_full, _, _ = decode_cost(model.config, s)
+        print(f"  context {s:4d}: next token {timings[0] * 1e3:6.2f} ms cached, {timings[1] * 1e3:7.2f} ms recomputed "
+              f"(x{timings[1] / timings[0]:.0f} measured, x{f_full / f_cached:.0f} in FLOPs)")
+    print("what you should see: the cached step costs about the same at every length (it is the weights,\n"
+          "mostly the V x c head); recomputing grows with the length, so the gap grows too. Timings on a\n"
+          "busy machine are noisy; the FLOP ratio is exact")
 
     title("overflow: n_positions is the end")
     small = Cache(config, 1)
@@ -137,6 +181,7 @@ def main(argv=None):
     except ValueError as error:
         overflow_message = str(error)
     print(f"minigpt2: ValueError: {overflow_message}")
+    print("what you should see: both refuse, and say the limit: position n_positions has no wpe row")
 
     title("checks")
     check("cached logits == one full pass (ours)", cached, full, tol=1e-5, relative=True)
@@ -149,6 +194,13 @@ def main(argv=None):
         past = step.past_key_values
     check("cached logits == minigpt2 KVCache decode", cached, np.concatenate(pieces, 1), tol=1e-5, relative=True)
     check("chosen model: cached greedy tokens == recomputed greedy tokens", tokens, recomputed, tol=0)
+    from lessons.l08_forward import parameter_shapes
+    shapes = parameter_shapes(gpt2)
+    matmul = sum(np.prod(shapes[f"h.0.{n}.weight"]) for n in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"))
+    check_equal("a block's matmul weights == 12 c^2 (the cost model; shapes from lesson 08)", int(matmul), 12 * 768**2)
+    check_equal("cache bytes per token == what Cache allocates per position (chosen model)", decode_cost(
+        model.config, 1)[2], sum(a.nbytes for a in Cache(model.config, 1).keys + Cache(model.config, 1).values)
+        // model.config.n_positions)
     check_true("minigpt2 refuses to overflow n_positions with a clear ValueError",
                overflow_message is not None and "n_positions" in overflow_message, repr(overflow_message))
     return 0

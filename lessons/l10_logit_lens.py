@@ -2,8 +2,14 @@
 
 Every block adds to one residual stream x [b, t, c]; the LM head reads it at the end with
 logits = ln_f(x) @ wte.T. Nothing stops us from applying that same head to the stream after
-block 0, 1, 2, ...: the "logit lens" (nostalgebraist, 2020). For a trained model the guesses
-sharpen layer by layer towards the final prediction; for random weights they do not.
+block 0, 1, 2, ...: the "logit lens" (nostalgebraist, 2020). Read the output, not a story:
+- the embeddings row often echoes the input token: the head is wte itself (tying, lesson 08), and
+  wte[id] . wte[id] is large, so a stream that is still just the token's embedding scores itself;
+- in real gpt2 the guesses tend to settle on the final answer over the later blocks. In the small
+  demo model they do not sharpen steadily: an early block can be *more* confident than the output
+  (the lens reads a stream the head was only trained on after the last block), and the final
+  layer's lower confidence is the calibrated one, the one the loss was trained on;
+- for random weights nothing in the rows means anything.
 
 One trap: transformers' hidden_states[-1] is already *after* ln_f (the others are block inputs
 without it), so the lens must not normalise that one twice. The check makes sure the lens at the
@@ -54,6 +60,10 @@ def main(argv=None):
         best = int(p.argmax())
         name = "embeddings" if i == 0 else f"after block {i - 1}"
         print(f"  {name:16s} next after {labels[-1]!r}: {tok.decode([best])!r:14s} p = {p[best]:.3f}")
+    echo = float(np.mean(lens[0][0].argmax(-1) == ids[0]))
+    print(f"the embeddings row guesses the input token itself at {echo:.0%} of positions (the tied-head echo)")
+    print("what you should see: an echo in the first row; then the guess changes block by block, and only the last\n"
+          "row is the model's prediction. Confidence need not rise monotonically (see the docstring)")
 
     path = figure_path(args, "l10_logit_lens.png")
     if path:

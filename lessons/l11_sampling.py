@@ -2,7 +2,8 @@
 
 The model gives one score per vocab entry for the next token. Turning that into a choice:
 
-- greedy: the highest score (deterministic; tends to repeat itself);
+- greedy: the highest score (deterministic; it tends to loop: once a token makes itself likely
+  again, argmax picks it forever; the greedy check below shows 138, 138, 138, 355, 355, ...);
 - temperature T: divide the scores by T before the softmax; T < 1 sharpens, T > 1 flattens;
 - top-k: keep the k highest scores (transformers keeps *every* token tied with the k-th);
 - top-p (nucleus): keep the smallest set of most likely tokens whose probability reaches p
@@ -80,17 +81,41 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     picks = [int(sample(top_p(temperature(scores, 0.8), 0.95), rng)[0]) for _ in range(5)]
     print(f"five samples (T 0.8, top-p 0.95, seed 0): {[tok.decode([i]) for i in picks]}")
+    print("what you should see: the same ranking in every row; T < 1 and the filters move probability to\n"
+          "the top tokens. top-p 0.9 keeps thousands of tokens here: the demo model's distribution is flat")
+
+    title("the trade-off, side by side: 16 new tokens each (seed 0)")
+    prompt_ids = np.array([tok.encode(prompt)])
+    settings = {"greedy": {}, "greedy, repetition_penalty 1.3": {"repetition_penalty": 1.3},
+                "T 0.7, top-k 0": {"do_sample": True, "temperature": 0.7, "top_k": 0},
+                "T 1.0, top-k 0 (pure sampling)": {"do_sample": True, "top_k": 0},
+                "T 1.0, top-p 0.9": {"do_sample": True, "top_k": 0, "top_p": 0.9}}
+    for name, kwargs in settings.items():
+        new = model.generate(prompt_ids, max_new_tokens=16, seed=0, eos_token_id=tok.eos_token_id, **kwargs)
+        print(f"  {name:31s} {tok.decode(new[0, prompt_ids.shape[1]:].tolist())!r}")
+    print("what you should see: greedy repeats itself; the penalty lowers the scores of tokens already\n"
+          "seen (a positive score / 1.3, a negative one x 1.3); pure sampling wanders; lower T or top-p\n"
+          "trade variety for coherence. A row stops early only at <|endoftext|> (eos_token_id)")
 
     path = figure_path(args, "l11_sampling_filters.png")
     if path:
         plt = pyplot()
         shown = np.argsort(-softmax(scores)[0])[:25]
-        fig, axes = plt.subplots(len(variants), 1, figsize=(9, 2.0 * len(variants)), sharex=True)
+        fig, axes = plt.subplots(len(variants) + 1, 1, figsize=(9, 2.0 * (len(variants) + 1)))
         for ax, (name, s) in zip(axes, variants.items()):
             ax.bar(range(len(shown)), softmax(s)[0, shown], color="#4c72b0")
-            ax.set_ylabel(name, fontsize=8)
-        axes[-1].set_xticks(range(len(shown)), [visible(tok.decode([int(i)])) for i in shown], rotation=70, fontsize=7)
-        fig.suptitle(f"next-token probabilities after {prompt!r} (25 most likely)\n{description}", fontsize=8)
+            ax.set_yscale("log"), ax.set_ylim(1e-3, 1), ax.set_xticks([])          # one scale for every panel
+            ax.set_ylabel(f"{name}\n({int(np.isfinite(s).sum())} kept)", fontsize=8)
+        axes[-2].set_xticks(range(len(shown)), [visible(tok.decode([int(i)])) for i in shown], rotation=70, fontsize=7)
+        ranked = np.cumsum(np.sort(softmax(scores)[0])[::-1])
+        axes[-1].plot(np.arange(1, len(ranked) + 1), ranked), axes[-1].set_xscale("log")
+        axes[-1].axhline(0.9, color="gray", ls="--")
+        axes[-1].axvline(np.searchsorted(ranked, 0.9) + 1, color="gray", ls="--")          # top-p 0.9's cut
+        axes[-1].set_xlabel("tokens, most likely first (log scale)", fontsize=8)
+        axes[-1].set_ylabel("cumulative\nprobability", fontsize=8)
+        fig.suptitle(f"next-token probabilities after {prompt!r}: the 25 most likely (same log y-axis in every "
+                     f"panel),\nand how many tokens it takes to reach p = 0.9; {description}", fontsize=8)
+        fig.tight_layout()
         save(fig, path)
 
     title("checks against transformers' LogitsWarpers (lessons/references/sampling.npz)")
@@ -114,6 +139,8 @@ def main(argv=None):
     library = GPT2LMHeadModel(config, weights, backend="numpy").generate(
         prompt_ids, max_new_tokens=hf_ids.shape[1] - prompt_ids.shape[1], eos_token_id=None)
     check_equal("greedy ids == minigpt2 generate", ours, library)
+    print("what you should see: greedy loops (138 four times, then 355 to the end): the fixture's random\n"
+          "weights make one token its own most likely successor, and argmax never leaves it")
     n = 4000 if args.fast else 40000
     rows = np.repeat(top_k(logits[:1], 5), n, axis=0)                  # 5 candidates, n draws
     drawn = sample(rows, np.random.default_rng(1))

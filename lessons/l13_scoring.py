@@ -1,7 +1,8 @@
 """Lesson 13: scoring text: the loss, shifted labels, -100, and perplexity.
 
-Position i's logits predict token i + 1. So the language-modelling loss pairs logits[:, :-1]
-with labels[:, 1:] (transformers shifts inside the model: pass labels = input_ids), takes
+Lesson 05b introduced the objective; this lesson scores real text with it. Position i's logits
+predict token i + 1. So the language-modelling loss pairs logits[:, :-1] with labels[:, 1:]
+(transformers shifts inside the model: pass labels = input_ids), takes
 -log softmax(logits)[label] for each pair, skips labels equal to -100 (padding, prompt tokens
 you do not want to score), and averages. Perplexity = exp(mean loss): "as unsure as a uniform
 choice among this many tokens". A uniform guess over GPT-2's vocabulary scores ln(50257) = 10.82.

@@ -11,6 +11,10 @@ The body (lessons 05-08) turns ids into hidden states h [b, t, c]. A task head i
 - token classification (classifier.weight, .bias): every position gets its own label scores.
 - multiple choice (GPT2DoubleHeadsModel): each candidate is its own row; one score per candidate
   from the state at mc_token_ids (default: the last position), next to the tied LM head.
+  mc_token_ids [b, n_choices] names, per candidate, the position whose state is scored (usually a
+  classification token appended to each candidate). token_type_ids [b, t] are optional segment
+  ids (e.g. 0 = context, 1 = candidate); GPT-2 has no segment table, so transformers looks them
+  up in wte, the token table itself, and adds wte[token_type_ids] to the embeddings.
 
 The checks compare each head with transformers' (tests/fixtures/heads, made by transformers).
 

@@ -89,6 +89,8 @@ def main(argv=None):
         if folder is None:
             skipped(f"the real {name} weights are not in a local cache: nothing to compare. Fetch them "
                     f"with `python download_weights.py {name}` where there is network, then rerun.")
+            print(f"the published result (greedy, {n_new} new tokens in [brackets]), which this lesson reproduces "
+                  f"with the weights:\n  " + f"{prompt}[{expected}]".replace("\n", "\n  "))
             continue
         n = min(n_new, 10) if args.fast else n_new
         model = GPT2LMHeadModel.from_pretrained(folder, backend="numba")
@@ -109,7 +111,8 @@ def main(argv=None):
         ran += 1
     title("summary")
     if ran == 0:
-        print("SKIPPED: no official weights found offline, so no published output was checked.")
+        print("SKIPPED: no official weights found offline, so no published output was checked (the texts\n"
+              "above are what the real weights give, as published; the demo model's sample was checked).")
     else:
         print(f"{ran} of {len(PUBLISHED)} published outputs reproduced.")
     return 0

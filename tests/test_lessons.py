@@ -79,6 +79,23 @@ def test_a_mask_that_lets_tokens_see_the_future_fails_the_attention_lesson(tmp_p
     assert "FAIL  probs == transformers' attentions[0]" in capsys.readouterr().out
 
 
+def test_a_mask_that_is_not_causal_fails_the_toy_attention(tmp_path, capsys, monkeypatch):
+    l07 = importlib.import_module("lessons.l07_attention")
+    monkeypatch.setattr(l07, "causal_mask", lambda t: np.ones((t, t), dtype=bool))   # the toy sees the future
+    with pytest.raises(Failed):
+        run_lesson("l07_attention", tmp_path, "--no-figures")
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert failed and failed[0].startswith("FAIL  toy step 1: the causal average == the running mean")
+
+
+def test_attention_without_the_sqrt_head_dim_scale_fails_the_attention_lesson(tmp_path, capsys, monkeypatch):
+    l07 = importlib.import_module("lessons.l07_attention")
+    monkeypatch.setattr(l07, "attention_scale", lambda config, layer: 1.0)
+    with pytest.raises(Failed):
+        run_lesson("l07_attention", tmp_path, "--no-figures")
+    assert "FAIL  probs == transformers' attentions[0]" in capsys.readouterr().out
+
+
 def test_an_off_by_one_mask_fails_the_kv_cache_lesson(tmp_path, capsys, monkeypatch):
     l07 = importlib.import_module("lessons.l07_attention")
     monkeypatch.setattr(l07, "MASK", lambda t: np.tril(np.ones((t, t), dtype=bool), k=-1))   # cannot see itself
