@@ -90,7 +90,7 @@ def test_float16_widening_is_exact_for_every_bit_pattern(conversion):
 @pytest.mark.parametrize("serial", [False, True])
 @pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize("rows", [1, 3, 6, policy.PACKED_MATVEC_MAX_ROWS, policy.PACKED_MATVEC_MAX_ROWS + 5])
-# n_in: fewer inputs than one 16-wide vector of the int8 loop (matvec.DOT_LANES), and 4 vectors + 3
+# n_in: fewer inputs than one vector of the int8 loop (matvec.DOT_LANES), and 4 vectors + 3
 @pytest.mark.parametrize("n_in", [matvec.DOT_LANES - 5, 4 * matvec.DOT_LANES + 3])
 def test_linear_on_packed_weights(storage, rows, serial, n_in, monkeypatch):
     monkeypatch.setattr(policy, "SERIAL_MAX_ELEMENTS", 1 << 62 if serial else 0)

@@ -5,6 +5,7 @@ decides which instructions a kernel may use. `features()` is read once per proce
 """
 
 import functools
+import os
 import platform
 
 import llvmlite.binding
@@ -33,3 +34,18 @@ def has_hardware_half():
     if platform.machine().lower() in ("aarch64", "arm64"):
         return True
     return "f16c" in features()
+
+
+def vector_bits():
+    """The widest float vector the kernels' hand-written loops use: 512 with AVX-512, else 256.
+
+    MINIGPT2_VECTOR_BITS=256 or 512 overrides it, so that the tests run both widths on any x86 CPU
+    (LLVM splits a 512-bit loop in two where AVX-512 is missing: slower, still exact). Read once per
+    process, before the kernels compile.
+    """
+    override = os.environ.get("MINIGPT2_VECTOR_BITS")
+    if override is not None:
+        if override not in ("256", "512"):
+            raise ValueError(f"MINIGPT2_VECTOR_BITS must be 256 or 512, got {override!r}")
+        return int(override)
+    return 512 if "avx512f" in features() else 256

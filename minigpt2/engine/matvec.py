@@ -118,32 +118,34 @@ def widen_by_type(raw):
     return None
 
 
-# Inputs per step of _dot_rows4_int8: one 512-bit vector of float32.
-DOT_LANES = 16
+# Inputs per step of _dot_rows4_int8: one vector register of float32, as wide as the CPU's
+# (16 with AVX-512, 8 with AVX2): a 512-bit loop on an AVX2 CPU would be split in two by LLVM.
+DOT_LANES = cpu.vector_bits() // 32
 
 
 def _emit_int8_dot_loop(context, builder, x_addresses, weight_addresses, n):
     """LLVM IR for sums[a][b] = x_a[:n] . float(weights_b[:n]), the x rows float32 and the weight
     rows int8 at the given addresses (int64), n a multiple of DOT_LANES; returns the sums, row by
-    row, as float32 values. One <16 x float> running sum per pair, reduced at the end."""
+    row, as float32 values. One <DOT_LANES x float> running sum per pair, reduced at the end."""
     ir = llvmlite.ir
     float_type, int64 = ir.FloatType(), ir.IntType(64)
     vector = ir.VectorType(float_type, DOT_LANES)
     bytes_type = ir.VectorType(ir.IntType(8), DOT_LANES)
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                      f"llvm.fma.v{DOT_LANES}f32")
     start = builder.block
     loop = builder.append_basic_block("int8_dot.loop")
     done = builder.append_basic_block("int8_dot.done")
     zero = ir.Constant(vector, [0.0] * DOT_LANES)
     builder.cbranch(builder.icmp_signed(">", n, ir.Constant(int64, 0)), loop, done)
-    builder.position_at_end(loop)                          # for i in range(0, n, 16):
+    builder.position_at_end(loop)                          # for i in range(0, n, DOT_LANES):
     i = builder.phi(int64)
     sums = [[builder.phi(vector) for _ in weight_addresses] for _ in x_addresses]
     x_vectors = [builder.load(builder.inttoptr(builder.add(address, builder.mul(i, ir.Constant(int64, 4))),
                                                vector.as_pointer()), align=4) for address in x_addresses]
     weight_vectors = [builder.sitofp(builder.load(builder.inttoptr(builder.add(address, i), bytes_type.as_pointer()),
                                                   align=1), vector) for address in weight_addresses]
-    updated = [[builder.call(fma, [x_vector, weights, running])    # sums[a][b] += x_a[i:i+16] * w_b[i:i+16]
+    updated = [[builder.call(fma, [x_vector, weights, running])    # sums[a][b] += x_a[i:i+L] * w_b[i:i+L]
                 for weights, running in zip(weight_vectors, row)] for x_vector, row in zip(x_vectors, sums)]
     i_next = builder.add(i, ir.Constant(int64, DOT_LANES))
     i.add_incoming(ir.Constant(int64, 0), start)
@@ -162,7 +164,7 @@ def _emit_int8_dot_loop(context, builder, x_addresses, weight_addresses, n):
             final.add_incoming(new, loop)
             finals.append(final)
     add_up = cgutils.get_or_insert_function(builder.module, ir.FunctionType(float_type, [float_type, vector]),
-                                            "llvm.vector.reduce.fadd.v16f32")
+                                            f"llvm.vector.reduce.fadd.v{DOT_LANES}f32")
     return [builder.call(add_up, [ir.Constant(float_type, 0.0), final], fastmath=("reassoc",)) for final in finals]
 
 
@@ -180,12 +182,12 @@ def _row_addresses(context, builder, array_type, array_value, first_row, count):
 
 @intrinsic
 def _dot_rows4_int8(typingctx, x, data, first_row, n):
-    """_dot_rows4 for int8 rows: an LLVM loop over explicit 16-wide vectors.
+    """_dot_rows4 for int8 rows: an LLVM loop over explicit DOT_LANES-wide vectors.
 
-    Numba's own loops are vectorised 8 wide on this CPU (LLVM prefers 256-bit vectors on Intel's
-    AVX-512 cores), and a one-row decode step over int8 weights is bound by the widening
-    arithmetic more than by memory, so 16-wide vectors pay off there (BENCHMARKS.md). The same
-    loop for bfloat16 and float16 did not, so those keep Numba's loop.
+    Numba's own loops are vectorised 8 wide even on AVX-512 CPUs (LLVM prefers 256-bit vectors on
+    Intel's), and a one-row decode step over int8 weights is bound by the widening arithmetic
+    more than by memory, so full-width vectors pay off there (BENCHMARKS.md). The same loop for
+    bfloat16 and float16 did not, so those keep Numba's loop.
     """
     def codegen(context, builder, signature, args):
         x_value, data_value, first_row_, n_ = args
@@ -201,7 +203,7 @@ def _dot_rows4_int8(typingctx, x, data, first_row, n):
 @intrinsic
 def _dot_tile4x4_int8(typingctx, x, first_x_row, data, first_row, n):
     """Sums x[first_x_row + a, :n] . data[first_row + b, :n] for a, b = 0..3 (int8 rows), as a
-    16-tuple s<a><b>: the batched decode kernel's 4 x 4 register tile in 16-wide vectors."""
+    16-tuple s<a><b>: the batched decode kernel's 4 x 4 register tile in DOT_LANES-wide vectors."""
     def codegen(context, builder, signature, args):
         x_value, first_x_row_, data_value, first_row_, n_ = args
         totals = _emit_int8_dot_loop(context, builder,
@@ -242,7 +244,7 @@ def _tile4x4_loop(x, first_x_row, data, first_row, start, stop):
 
 
 def _vector_loop_applies(x, data):
-    # the 16-wide int8 loops read C-contiguous rows of float32 x and int8 weights
+    # the vector int8 loops read C-contiguous rows of float32 x and int8 weights
     return (x.layout == "C" and data.layout == "C" and x.dtype == numba.types.float32
             and data.dtype == numba.types.int8)
 
@@ -254,7 +256,7 @@ def _dot_rows4(x, data, first_row, n):
 
 @overload(_dot_rows4, inline="always")
 def _dot_rows4_by_type(x, data, first_row, n):
-    # int8: the 16-wide vector loop over the first n - n % 16 inputs, Numba's loop for the rest;
+    # int8: the vector loop over the first n - n % DOT_LANES inputs, Numba's loop for the rest;
     # other types: Numba's loop. Inlined into the caller, so the loops get its fast-math flags
     # (which let them vectorise; compiled apart, bfloat16 decode steps fell by 10-15%).
     if not _vector_loop_applies(x, data):
