@@ -19,11 +19,19 @@ turns, so the numbers in one table are measured side by side:
     python benchmarks/bench_speed.py                       # all three tables
     python benchmarks/bench_speed.py --tables dtypes batch --quick
     python benchmarks/bench_speed.py --tables sizes --sizes gpt2 gpt2-medium
+    python benchmarks/bench_speed.py --tables llama --llama-bench /tmp/llamacpp-anchor
+
+  llama   the speed peer: GPT-2 124M decode (16-token context) and prefill 512 / 1024, numba float32 /
+          float16 / bfloat16 / int8 next to llama.cpp f32 / f16 / bf16 / q8_0 on the same weights,
+          interleaved round by round, with the ratio of each pair. Needs llama.cpp's llama-bench and
+          the GGUF files that `bash ../shared/tools/llamacpp-anchor.sh ~/.cache/minigpt2/bench/gpt2-random
+          OUT` builds: --llama-bench OUT (or LLAMA_BENCH=OUT).
 
 gpt2-xl needs 6.2 GB of disk for its random float32 checkpoint (written once) and about 7 GB of RAM.
 """
 
 import argparse
+import os
 import time
 
 from minigpt2 import bench
@@ -121,10 +129,49 @@ def prefill_table(args, log):
     return "\n".join([table] + ratios)
 
 
+LLAMA_TYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "int8": "q8_0"}
+
+
+def llama_table(args, log):
+    """Ours and llama.cpp's, storage type by storage type, in alternating rounds."""
+    if not args.llama_bench:
+        raise SystemExit("--tables llama needs --llama-bench OUT (or LLAMA_BENCH=OUT): the folder that "
+                         "../shared/tools/llamacpp-anchor.sh writes")
+    binary = os.path.join(args.llama_bench, "bin", "llama-bench")
+    name = bench.default_folder("gpt2").name
+    columns = {}
+    for dtype, ggml_type in LLAMA_TYPES.items():
+        columns[f"numba {dtype}"] = spec("gpt2", dtype=dtype)
+        columns[f"llama.cpp {ggml_type}"] = {"backend": "llama.cpp", "llama_bench": binary,
+                                            "gguf": os.path.join(args.llama_bench, "gguf", f"{name}-{ggml_type}.gguf")}
+    lengths = [512] if args.quick else [512, 1024]
+    results = bench.run_columns(columns, lengths, args.new_tokens, repeats=args.repeats, rounds=args.rounds,
+                                threads=args.threads, log=log)
+    bandwidth = bench.run_bandwidth(args.threads)
+    rows = ["| weights | prefill 512: ours / llama.cpp (tok/s) | ratio | " +
+            ("prefill 1024: ours / llama.cpp | ratio | " if 1024 in lengths else "") +
+            "decode, median step: ours / llama.cpp (tok/s) | ratio | decode ceiling (tok/s) |",
+            "|---|---:|---:|" + ("---:|---:|" if 1024 in lengths else "") + "---:|---:|---:|"]
+    for dtype, ggml_type in LLAMA_TYPES.items():
+        ours, theirs = results[f"numba {dtype}"], results[f"llama.cpp {ggml_type}"]
+        cells = []
+        for n in lengths:
+            a, b = ours["prefill_tok_s"][str(n)], theirs["prefill_tok_s"][str(n)]
+            cells += [f"{a:,.0f} / {b:,.0f}", f"{a / b:.2f}x"]
+        a, b = ours["decode_median_tok_s"], theirs["decode_median_tok_s"]
+        ceiling = max(bandwidth.values()) * 1e9 / bench.streamed_bytes_per_token("gpt2", dtype)
+        cells += [f"{a:.1f} / {b:.1f}", f"{a / b:.2f}x", f"{ceiling:.0f}"]
+        rows.append(f"| {dtype} / {ggml_type} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n\n" + bench.ceiling_line(
+        bandwidth, {d: bench.streamed_bytes_per_token("gpt2", d) for d in LLAMA_TYPES})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", nargs="+", default=["dtypes", "batch", "sizes", "prefill"],
-                        choices=["dtypes", "batch", "sizes", "prefill"])
+                        choices=["dtypes", "batch", "sizes", "prefill", "llama"])
+    parser.add_argument("--llama-bench", default=os.environ.get("LLAMA_BENCH"),
+                        help="the llamacpp-anchor.sh output folder (bin/llama-bench, gguf/): the llama table")
     parser.add_argument("--quick", action="store_true", help="fewer lengths, batches and tokens; one round")
     parser.add_argument("--new-tokens", type=int, default=None, help="decode steps (default 128, quick 32)")
     parser.add_argument("--rounds", type=int, default=None)
@@ -147,7 +194,7 @@ def main():
     print(f"# {bench.machine_description()}; {args.threads} threads; best of {args.rounds} round(s)\n", flush=True)
     for name in args.tables:
         table = {"dtypes": dtypes_table, "batch": batch_table, "sizes": sizes_table,
-                 "prefill": prefill_table}[name](args, log)
+                 "prefill": prefill_table, "llama": llama_table}[name](args, log)
         print(f"\n## {name}\n\n{table}\n", flush=True)
 
 

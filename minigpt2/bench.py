@@ -278,12 +278,35 @@ def _spawn(spec, numba_cache_dir, **options):
     raise RuntimeError(f"benchmark worker {spec} failed:\n{completed.stderr[-3000:]}")
 
 
+def run_llama_bench(spec, lengths, new_tokens, repeats, threads):
+    """One llama.cpp column: `llama-bench` on spec["gguf"] (spec["llama_bench"] is the binary), in
+    the same shape as a worker's result. Decode runs after a PROMPT_TOKENS-token context (-d), as
+    ours does; llama.cpp reports the mean over its repetitions, which stands in for our median step."""
+    tests = [["-p", str(n), "-n", "0"] for n in lengths]
+    if new_tokens:
+        tests.append(["-p", "0", "-n", str(new_tokens), "-d", str(PROMPT_TOKENS)])
+    result = {"prefill_tok_s": {}, "peak_rss_mb": 0.0, "rss_mb": 0.0, "load_s": float("nan"),
+              "rss_after_load_mb": float("nan")}
+    for test in tests:
+        completed = subprocess.run([spec["llama_bench"], "-m", spec["gguf"], "-t", str(threads), "-r", str(repeats),
+                                    "-o", "json", *test], capture_output=True, text=True)
+        if completed.returncode != 0:
+            raise RuntimeError(f"llama-bench {' '.join(test)} on {spec['gguf']} failed:\n{completed.stderr[-2000:]}")
+        entry = json.loads(completed.stdout)[0]
+        if entry["n_gen"]:
+            result["decode_tok_s"] = result["decode_median_tok_s"] = entry["avg_ts"]
+        else:
+            result["prefill_tok_s"][str(entry["n_prompt"])] = entry["avg_ts"]
+    return result
+
+
 def run_columns(columns, lengths, new_tokens, repeats=2, rounds=2, threads=2, start_times=False,
                 numba_cache_dir=None, log=print):
     """Measure each column {label: spec}; the columns take turns, `rounds` times, best kept.
 
     spec = {"backend", "folder", "dtype", "batch"} and optionally "matmul_precision" (both
-    engines' set_float32_matmul_precision; "highest" if absent). With start_times, each column first gets a
+    engines' set_float32_matmul_precision; "highest" if absent); or {"backend": "llama.cpp", "gguf",
+    "llama_bench"} for llama.cpp's own benchmark on the same weights. With start_times, each column first gets a
     start-time worker (and numba columns a cold-cache compile measurement, once).
     Returns {label: merged results}.
     """
@@ -304,8 +327,11 @@ def run_columns(columns, lengths, new_tokens, repeats=2, rounds=2, threads=2, st
         for round_index in range(rounds):
             for label, spec in columns.items():
                 log(f"round {round_index + 1}/{rounds}: {label}")
-                r = _spawn(spec, cache_dir, lengths=lengths, new_tokens=new_tokens,
-                           repeats=repeats, threads=threads)
+                if spec["backend"] == "llama.cpp":
+                    r = run_llama_bench(spec, lengths, new_tokens, repeats, threads)
+                else:
+                    r = _spawn(spec, cache_dir, lengths=lengths, new_tokens=new_tokens,
+                               repeats=repeats, threads=threads)
                 merged = results[label]
                 for key in ("peak_rss_mb", "rss_mb"):
                     merged[key] = max(merged.get(key, 0.0), r[key])
@@ -404,7 +430,7 @@ def format_table(results, lengths, new_tokens, compare=("numba", "transformers")
 
 
 def machine_description():
-    """One line: CPU model, cores, Python/NumPy/Numba versions."""
+    """One line: CPU model and the vector features the kernels care about, cores, versions."""
     import platform
     import numba
     cpu = "unknown CPU"
@@ -416,9 +442,12 @@ def machine_description():
                     break
     except OSError:
         pass
+    from minigpt2.engine import cpu as host
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpu}, {cores} cores usable; Python {platform.python_version()}, NumPy {np.__version__}, "
-            f"Numba {numba.__version__}")
+    flags = [f for f in ("avx2", "f16c", "fma", "avx512f", "avx512bw", "avx512vnni", "avx512bf16", "amx-tile",
+                         "amx-bf16", "amx-int8") if f in host.features()]
+    return (f"{cpu} (LLVM: {host.name()}; {' '.join(flags) or 'no AVX2'}), {cores} cores usable; "
+            f"Python {platform.python_version()}, NumPy {np.__version__}, Numba {numba.__version__}")
 
 
 if __name__ == "__main__":

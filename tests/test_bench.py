@@ -3,6 +3,8 @@
 Speed itself is never asserted (benchmarks print tables; they do not pass or fail).
 """
 
+import sys
+
 import numba
 import numpy as np
 
@@ -59,3 +61,24 @@ def test_worker_applies_the_matmul_precision(tmp_path):
         engine.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         engine.set_float32_matmul_precision("highest")
     assert result["prefill_tok_s"]["40"] > 0
+
+
+def test_llama_bench_columns_read_its_json(tmp_path):
+    """A llama.cpp column runs llama-bench once per test (-p N -n 0 for a prefill, -p 0 -n N -d 16 for
+    decode after a 16-token context) and reads its JSON; a stand-in binary answers as llama-bench does."""
+    fake = tmp_path / "llama-bench"
+    fake.write_text(
+        "#!" + sys.executable + "\n"
+        "import json, sys\n"
+        "a = sys.argv\n"
+        "value = lambda flag: int(a[a.index(flag) + 1]) if flag in a else 0\n"
+        "open(sys.argv[0] + '.log', 'a').write(' '.join(a[1:]) + '\\n')\n"
+        "p, n = value('-p'), value('-n')\n"
+        "print(json.dumps([{'n_prompt': p, 'n_gen': n, 'n_depth': value('-d'), 'avg_ts': 1000.0 + p if p else 50.0 + n}]))\n")
+    fake.chmod(0o755)
+    spec = {"backend": "llama.cpp", "llama_bench": str(fake), "gguf": "model-q8_0.gguf"}
+    result = bench.run_llama_bench(spec, [512, 1024], 32, repeats=3, threads=2)
+    assert result["prefill_tok_s"] == {"512": 1512.0, "1024": 2024.0}
+    assert result["decode_tok_s"] == result["decode_median_tok_s"] == 82.0
+    calls = (tmp_path / "llama-bench.log").read_text().splitlines()
+    assert calls[-1] == f"-m model-q8_0.gguf -t 2 -r 3 -o json -p 0 -n 32 -d {bench.PROMPT_TOKENS}"
