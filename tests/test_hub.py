@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from minigpt2 import cli
-from minigpt2.weights import hub
+from minigpt2.weights import download as http, hub
 from minigpt2.weights.safetensors import save_file
 
 from fake_hub import FakeHub
@@ -241,7 +241,7 @@ def test_unknown_host_fails_at_once_without_retrying(tmp_path, monkeypatch):
     # and waiting through the backoff would only delay the CLI's offline fallback.
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     sleeps = []
-    monkeypatch.setattr(hub, "_sleep", lambda *args: sleeps.append(args))
+    monkeypatch.setattr(http, "sleep_before_retry", lambda *args: sleeps.append(args))
     with pytest.raises(hub.HubError, match="cannot download http://hub.invalid/.*No network"):
         hub.download_model("gpt2", cache_dir=tmp_path, endpoint="http://hub.invalid", retries=4)
     assert sleeps == []
@@ -256,14 +256,18 @@ def test_not_enough_disk_space(fake_hub, tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_disk_full_while_writing():
-    class Body:
-        def iter_content(self, size):
-            yield b"x" * 10
+    class Raw:
+        def read1(self, size, decode_content):
+            return b"x" * 10
 
+    class Body:
+        raw = Raw()
+
+    import time
     from tqdm import tqdm
     from pathlib import Path
-    with pytest.raises(hub.HubError, match="disk full while writing"):
-        hub._write_body(Body(), Path("/dev/full"), "wb", tqdm(disable=True))
+    with pytest.raises(hub.HubError, match="disk full while writing"), open("/dev/full", "wb", buffering=0) as out:
+        http.write_body(Body(), out, Path("/dev/full"), 1 << 20, tqdm(disable=True), time.monotonic() + 60)
 
 
 # ---------------------------------------------------------------- names and local lookups
@@ -371,10 +375,10 @@ def test_file_url_is_joined_with_slashes():
 
 def test_etag_forms():
     sha256 = hashlib.sha256(b"x").hexdigest()
-    assert hub._normalize_etag(f'"{sha256.upper()}"') == sha256
-    assert hub._normalize_etag('W/"' + "a" * 40 + '"') == "a" * 40
-    assert hub._normalize_etag('"abc-123"') is None  # not a digest we can check: size only
-    assert hub._normalize_etag(None) is None
+    assert http.normalize_etag(f'"{sha256.upper()}"') == sha256
+    assert http.normalize_etag('W/"' + "a" * 40 + '"') == "a" * 40
+    assert http.normalize_etag('"abc-123"') is None  # not a digest we can check: size only
+    assert http.normalize_etag(None) is None
 
 
 def test_official_models_table():
