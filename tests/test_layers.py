@@ -36,8 +36,7 @@ LATE_IMPORTS_ALLOWED = {"numba", "numpy", "torch", "transformers", "matplotlib",
                         "importlib", "shutil", "time", "pathlib", "zipfile", "hashlib", "tempfile"}
 MAX_LINES = 500
 # Modules still being split (each entry is removed when its split lands; none may grow meanwhile).
-OVER_LIMIT_FOR_NOW = {"cli.py": 690, "verify.py": 531, "tokenizer/gpt2_tokenizer.py": 797,
-                      "generate.py": 535}
+OVER_LIMIT_FOR_NOW = {"cli.py": 690, "verify.py": 531, "generate.py": 535}
 
 
 def module_name(path):
