@@ -198,10 +198,10 @@ class GPT2Tokenizer:
         return self._encode_piece(piece) if len(piece) <= CACHED_CHARS else self._encode_piece_uncached(piece)
 
     def _encode_chunk_uncached(self, chunk):
-        pattern = self._pretokenize_ascii if chunk.isascii() else self._pretokenize
-        # a short chunk has only short pieces: all go through the cache without a length check
-        encode_piece = self._encode_piece if len(chunk) <= CACHED_CHARS else self._encode_piece_bounded
-        return tuple(chain.from_iterable(map(encode_piece, pattern.findall(chunk))))
+        pieces = (self._pretokenize_ascii if chunk.isascii() else self._pretokenize).findall(chunk)
+        # short pieces (all of a short chunk's) go through the cache without a length check each
+        short = len(chunk) <= CACHED_CHARS or max(map(len, pieces), default=0) <= CACHED_CHARS
+        return tuple(chain.from_iterable(map(self._encode_piece if short else self._encode_piece_bounded, pieces)))
 
     def _encode_chunk_bounded(self, chunk):
         return self._encode_chunk(chunk) if len(chunk) <= CACHED_CHARS else self._encode_chunk_uncached(chunk)
