@@ -264,11 +264,10 @@ class GPT2Tokenizer:
         return ids
 
     def allowed_special_in(self, text, allowed_special=None, disallowed_special=()):
-        """The special tokens to encode as their ids in `text`; ValueError if it holds a refused one.
-
-        tiktoken's rule: a token named in disallowed_special is refused unless allowed_special names
-        it explicitly; allowed_special=None means every special token that is not disallowed.
-        """
+        """The special tokens to encode as ids in `text`. tiktoken's rule: one named in disallowed_special
+        raises ValueError unless allowed_special names it explicitly; None allows all not disallowed."""
+        if allowed_special is None and not disallowed_special:
+            return self._all_special     # the default, kept short: every special token, none refused
         disallowed = self._special_set(disallowed_special, "disallowed_special")
         allowed = (self._all_special - disallowed if allowed_special is None
                    else self._special_set(allowed_special, "allowed_special"))

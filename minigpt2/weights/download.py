@@ -48,6 +48,7 @@ READ_TIMEOUT_S = 60              # the longest wait for the next bytes of a resp
 DEADLINE_BASE_S = 3600
 MIN_BYTES_PER_S = 100_000
 LOCKS_FOLDER = ".locks"         # <folder>/.locks/<file>.lock, beside the files, out of their way
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)   # 0 on Windows, which has no O_NOFOLLOW (partial_size checks links)
 RETRY_STATUS = {429, 500, 502, 503, 504}
 WEIGHTS_FILE = "model.safetensors"
 PICKLED_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "model.ckpt.index")
@@ -195,7 +196,7 @@ def file_lock(path, what, progress):
         return
     try:
         path.parent.mkdir(exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
     except OSError as error:
         raise HubError(f"cannot open the lock file {path}: {error.strerror or error}; if it is a link, "
                        "remove it") from None
@@ -227,13 +228,13 @@ def partial_size(partial):
 def open_partial(partial, append):
     """A binary file object on `<file>.incomplete`: appended to, or created anew; never through a link."""
     if append:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW
+        flags = os.O_WRONLY | os.O_APPEND | NOFOLLOW
     else:
         try:
             os.unlink(partial)
         except FileNotFoundError:
             pass
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW
     try:
         fd = os.open(partial, flags, 0o644)
     except OSError as error:
