@@ -289,7 +289,7 @@ def fetch_partial(session, remote, partial, *, auth, retries, backoff, progress,
                     raise RetryableError("the connection closed early")
                 return
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    urllib3.exceptions.HTTPError, RetryableError) as error:
+                    urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, RetryableError) as error:
                 if time.monotonic() > deadline:
                     raise deadline_error(remote, partial_size(partial)) from None
                 failures = 0 if partial_size(partial) > offset else failures + 1
