@@ -7,6 +7,7 @@ left to right. Stop when no adjacent pair is in vocab.bpe. Each final symbol is 
 encoder.json, whose value is the token id.
 
 `GPT2Tokenizer.explain(text)` shows the same work; the figure draws the merge trace of one word.
+The package's copy of this loop is `minigpt2.tokenizer.bpe.bpe_symbols(data, ranks)`.
 
     python -m lessons.l03_bpe_merge [--fast] [--figures DIR]
 """
@@ -116,6 +117,10 @@ def main(argv=None):
                 [encode(e["text"]) for e in entries], [e["ordinary"] for e in entries])
     check_equal(f"{len(entries)} texts == minigpt2 GPT2Tokenizer.encode",
                 [encode(e["text"]) for e in entries], [tok.encode(e["text"]) for e in entries])
+    from minigpt2.tokenizer.bpe import bpe_symbols
+    pieces = [piece for e in entries for piece in pretokenize(e["text"])]
+    check_equal(f"bpe() on {len(pieces)} pieces == minigpt2.tokenizer.bpe.bpe_symbols", [bpe(p) for p in pieces],
+                [bpe_symbols(p.encode("utf-8"), RANKS) for p in pieces])
     check_equal("merge trace == explain()'s merges", [(r, s) for r, s in trace],
                 [(step.rank, step.symbols) for p in tok.explain(piece).pieces for step in p.merges])
     return 0

@@ -499,12 +499,14 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=20, min_new_t
     return np.concatenate([prompt, np.stack(new_tokens, axis=1)], axis=1)
 
 
-def stream(model, tokenizer, prompt, **kwargs):
+def stream(model, tokenizer, prompt, *, allowed_special=None, disallowed_special=(), **kwargs):
     """Yield the continuation of `prompt` (a string or a list of ids) as text pieces, as they are
     generated; takes the keyword arguments of `generate`. Pieces never split a UTF-8 character,
     the EOS token is not shown, and the text ends before a stop string. For token ids and timing
-    per step, use `iter_generate`."""
-    ids = tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
+    per step, use `iter_generate`. A str prompt is encoded with `allowed_special` / `disallowed_special`
+    (those of `tokenizer.encode`): allowed_special=() reads "<|endoftext|>" in it as plain text."""
+    ids = (tokenizer.encode(prompt, allowed_special=allowed_special, disallowed_special=disallowed_special)
+           if isinstance(prompt, str) else prompt)
     for step in iter_generate(model, ids, tokenizer=tokenizer, **kwargs):
         if step.texts[0]:
             yield step.texts[0]

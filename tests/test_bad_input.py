@@ -475,7 +475,7 @@ def test_long_single_piece_against_tiktoken(tok, text):
 
 @pytest.mark.parametrize("text", LONG_PIECES, ids=["emoji", "e-acute", "ab", "a", "mixed", "digits"])
 def test_heap_and_list_merge_loops_agree(tok, text, monkeypatch):
-    import minigpt2.tokenizer.gpt2_tokenizer as tokenizer_module
+    import minigpt2.tokenizer.bpe as tokenizer_module
 
     data = text.encode("utf-8")
     heap_ids = tok.bpe_ids_long(data)

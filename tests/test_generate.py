@@ -596,3 +596,24 @@ def test_stop_string_straddling_real_tokens(tokenizer):
     # the ids end with the token that completed the stop string, no further
     kept = out[0, len(prompt):].tolist()
     assert ".\n\nS" in tokenizer.decode(kept) and ".\n\nS" not in tokenizer.decode(kept[:-1])
+
+
+def test_stream_reads_the_prompts_special_tokens_as_asked(tokenizer):
+    """issue 20.3: the prompt's "<|endoftext|>" is id 50256 by default, plain text with
+    allowed_special=(), and an error with disallowed_special="all" (ids from tiktoken's rules)."""
+    class Recording(ScriptedModel):
+        def __call__(self, input_ids=None, **kwargs):
+            self.prompts = getattr(self, "prompts", []) + [input_ids[0].tolist()]
+            return super().__call__(input_ids=input_ids, **kwargs)
+
+    pytest.importorskip("tiktoken")
+    from minigpt2.tokenizer.reference import tiktoken_gpt2
+
+    prompt, oracle = "a<|endoftext|>b", tiktoken_gpt2()
+    for options, expected in (({}, oracle.encode(prompt, allowed_special="all")),
+                              ({"allowed_special": ()}, oracle.encode_ordinary(prompt))):
+        model = Recording([995])
+        assert list(gen.stream(model, tokenizer, prompt, max_new_tokens=1, **options)) == [" world"]
+        assert model.prompts[0] == expected
+    with pytest.raises(ValueError, match="special token '<\\|endoftext\\|>'"):
+        list(gen.stream(Recording([995]), tokenizer, prompt, max_new_tokens=1, disallowed_special="all"))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from minigpt2 import cli
-from minigpt2.weights import hub
+from minigpt2.weights import download as http, hub
 from minigpt2.weights.safetensors import save_file
 
 from fake_hub import FakeHub
@@ -241,7 +241,7 @@ def test_unknown_host_fails_at_once_without_retrying(tmp_path, monkeypatch):
     # and waiting through the backoff would only delay the CLI's offline fallback.
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     sleeps = []
-    monkeypatch.setattr(hub, "_sleep", lambda *args: sleeps.append(args))
+    monkeypatch.setattr(http, "sleep_before_retry", lambda *args: sleeps.append(args))
     with pytest.raises(hub.HubError, match="cannot download http://hub.invalid/.*No network"):
         hub.download_model("gpt2", cache_dir=tmp_path, endpoint="http://hub.invalid", retries=4)
     assert sleeps == []
@@ -256,14 +256,18 @@ def test_not_enough_disk_space(fake_hub, tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_disk_full_while_writing():
-    class Body:
-        def iter_content(self, size):
-            yield b"x" * 10
+    class Raw:
+        def read1(self, size, decode_content):
+            return b"x" * 10
 
+    class Body:
+        raw = Raw()
+
+    import time
     from tqdm import tqdm
     from pathlib import Path
-    with pytest.raises(hub.HubError, match="disk full while writing"):
-        hub._write_body(Body(), Path("/dev/full"), "wb", tqdm(disable=True))
+    with pytest.raises(hub.HubError, match="disk full while writing"), open("/dev/full", "wb", buffering=0) as out:
+        http.write_body(Body(), out, Path("/dev/full"), 1 << 20, tqdm(disable=True), time.monotonic() + 60)
 
 
 # ---------------------------------------------------------------- names and local lookups
@@ -371,10 +375,10 @@ def test_file_url_is_joined_with_slashes():
 
 def test_etag_forms():
     sha256 = hashlib.sha256(b"x").hexdigest()
-    assert hub._normalize_etag(f'"{sha256.upper()}"') == sha256
-    assert hub._normalize_etag('W/"' + "a" * 40 + '"') == "a" * 40
-    assert hub._normalize_etag('"abc-123"') is None  # not a digest we can check: size only
-    assert hub._normalize_etag(None) is None
+    assert http.normalize_etag(f'"{sha256.upper()}"') == sha256
+    assert http.normalize_etag('W/"' + "a" * 40 + '"') == "a" * 40
+    assert http.normalize_etag('"abc-123"') is None  # not a digest we can check: size only
+    assert http.normalize_etag(None) is None
 
 
 def test_official_models_table():
@@ -438,3 +442,148 @@ def test_downloaded_model_matches_transformers(fake_hub, tmp_path, monkeypatch):
         expected = reference(torch.tensor(ids)).logits.numpy()
     assert logits.shape == expected.shape
     assert np.max(np.abs(logits - expected)) / np.max(np.abs(expected)) < 1e-5
+
+
+# ---------------------------------------------------------------- hardening (issue 20: 2, 5, 6)
+
+
+def test_two_processes_downloading_one_file_do_not_corrupt_it(fake_hub, tmp_path):
+    """The second download starts while the first is half way through the weights: it waits for the
+    file's lock, then reuses the verified file. (Threads, each with its own lock descriptor: flock
+    treats them as it treats two processes.)"""
+    import threading
+    import time
+
+    data = fake_hub.repos[REPO]["model.safetensors"]
+    fake_hub.fail("model.safetensors", "pause")     # the first GET sends half, waits, sends the rest
+    errors, folders = [], []
+
+    def run():
+        try:
+            folders.append(download(fake_hub, tmp_path))
+        except Exception as error:      # noqa: BLE001 - reported by the asserts below
+            errors.append(error)
+
+    first = threading.Thread(target=run)
+    first.start()
+    partial = tmp_path / "cache" / "gpt2" / "model.safetensors.incomplete"
+    for _ in range(200):                 # until the first has written part of the weights
+        if partial.is_file() and partial.stat().st_size > 0:
+            break
+        time.sleep(0.01)
+    second = threading.Thread(target=run)
+    second.start()
+    first.join()
+    second.join()
+    assert errors == []
+    assert folders == [tmp_path / "cache" / "gpt2"] * 2
+    assert (folders[0] / "model.safetensors").read_bytes() == data
+    assert len(fake_hub.content_gets("model.safetensors")) == 1   # the second reused the first's file
+
+
+def test_a_planted_symlink_is_not_written_through(fake_hub, tmp_path):
+    folder = tmp_path / "cache" / "gpt2"
+    folder.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (folder / "model.safetensors.incomplete").symlink_to(victim)
+    with pytest.raises(hub.HubError, match="model.safetensors.incomplete is a symbolic link.*never writes"):
+        download(fake_hub, tmp_path)
+    assert victim.read_bytes() == b"precious"
+    assert fake_hub.content_gets("model.safetensors") == []
+
+
+def test_a_dangling_symlink_is_not_followed_either(fake_hub, tmp_path):
+    folder = tmp_path / "cache" / "gpt2"
+    folder.mkdir(parents=True)
+    target = tmp_path / "created-through-the-link"
+    (folder / "model.safetensors.incomplete").symlink_to(target)
+    with pytest.raises(hub.HubError, match="symbolic link"):
+        download(fake_hub, tmp_path)
+    assert not target.exists()
+
+
+def test_revisions_with_slashes_get_their_own_folders():
+    assert hub.cache_folder_name("gpt2", "refs/pr/1") != hub.cache_folder_name("gpt2", "refs--pr--1")
+    assert hub.cache_folder_name("gpt2", "refs/pr/1") == "gpt2@refs%2Fpr%2F1"
+    assert hub.cache_folder_name("gpt2", "v1.0") == "gpt2@v1.0"
+
+
+def test_more_than_the_announced_size_is_never_written(fake_hub, tmp_path, monkeypatch):
+    written = []
+    real_open = http.open_partial if hasattr(http, "open_partial") else None
+
+    def spy(partial, append):            # record the size of every write to the weights' partial file
+        out = real_open(partial, append)
+        if partial.name.startswith("model.safetensors"):
+            real_write = out.write
+            out.write = lambda block: written.append(len(block)) or real_write(block)
+        return out
+
+    if real_open is not None:
+        monkeypatch.setattr(http, "open_partial", spy)
+    fake_hub.fail("model.safetensors", "oversize")   # 5 MB more than the 240 kB the HEAD announced
+    folder = download(fake_hub, tmp_path)
+    data = fake_hub.repos[REPO]["model.safetensors"]
+    assert (folder / "model.safetensors").read_bytes() == data
+    assert sum(written) == len(data)
+
+
+def test_a_compressed_body_is_refused(fake_hub, tmp_path):
+    fake_hub.fail("config.json", "gzip")
+    with pytest.raises(hub.HubError, match="Content-Encoding 'gzip' though 'identity' was asked"):
+        download(fake_hub, tmp_path)
+    assert not (tmp_path / "cache" / "gpt2" / "config.json").exists()
+
+
+def test_short_drops_count_as_progress(fake_hub, tmp_path):
+    # 30 kB per connection, then a hang-up: each try keeps what it got, so 240 kB arrive in 9 tries
+    # though only 2 failures in a row are allowed.
+    fake_hub.fail("model.safetensors", "drop_short", times=100)
+    folder = download(fake_hub, tmp_path, retries=2)
+    assert (folder / "model.safetensors").read_bytes() == fake_hub.repos[REPO]["model.safetensors"]
+    ranges = [r.range for r in fake_hub.content_gets("model.safetensors")]
+    assert ranges[:3] == [None, "bytes=30000-", "bytes=60000-"]
+
+
+def test_a_dripping_server_meets_the_deadline(fake_hub, tmp_path):
+    import time
+
+    fake_hub.fail("config.json", "slow", times=100)    # 1 byte per 50 ms
+    started = time.monotonic()
+    with pytest.raises(hub.HubError, match="config.json: the download passed its deadline"):
+        download(fake_hub, tmp_path, deadline_s=1.0)
+    assert time.monotonic() - started < 4
+
+
+def test_the_read_timeout_is_a_setting(fake_hub, tmp_path):
+    import time
+
+    fake_hub.fail("model.safetensors", "pause")         # half, then PAUSE_S (1 s) of silence
+    started = time.monotonic()
+    folder = download(fake_hub, tmp_path, read_timeout_s=0.3)   # times out, resumes with Range
+    assert time.monotonic() - started < 3
+    assert (folder / "model.safetensors").read_bytes() == fake_hub.repos[REPO]["model.safetensors"]
+    assert fake_hub.content_gets("model.safetensors")[1].range.startswith("bytes=")
+
+
+def test_an_announced_size_of_zero_is_a_clear_error(fake_hub, tmp_path):
+    files = make_files(tmp_path)
+    files["config.json"] = b""
+    fake_hub.add_repo("someone/empty", files)
+    with pytest.raises(hub.HubError, match=r"config.json announces an empty file \(0 bytes\)"):
+        download(fake_hub, tmp_path, "someone/empty")
+
+
+def test_the_token_goes_only_to_the_endpoints_host(fake_hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    port = fake_hub.url.rsplit(":", 1)[1]
+    # "//localhost:PORT/..." is the same server under another host name: to the client, another host.
+    fake_hub.add_alias("someone/moved", REPO, host=f"//localhost:{port}")
+    folder = download(fake_hub, tmp_path, "someone/moved")
+    assert_identical(folder, fake_hub.repos[REPO])
+    to_endpoint = [r for r in fake_hub.log if r.host == f"127.0.0.1:{port}" and "/cdn/" not in r.path]
+    elsewhere = [r for r in fake_hub.log if r.host == f"localhost:{port}"]
+    assert to_endpoint and elsewhere
+    assert all(r.authorization == "Bearer hf_secret" for r in to_endpoint)
+    assert [r.authorization for r in elsewhere] == [None] * len(elsewhere)

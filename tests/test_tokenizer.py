@@ -556,3 +556,48 @@ def test_cli_tokenize(capsys):
     assert "merge rank" in capsys.readouterr().out
     assert main(["tokenize", "--decode", "not ids"]) == 1
     assert "integer ids" in capsys.readouterr().err
+
+
+def test_disallowed_special_raises_unless_explicitly_allowed(tok, tiktoken_enc):
+    """issue 20.3, tiktoken's rule: a special token named in disallowed_special raises unless
+    allowed_special names it explicitly; the default allowed_special does not count."""
+    text = "a<|endoftext|>b"
+    with pytest.raises(ValueError):
+        tiktoken_enc.encode(text, disallowed_special="all")              # the oracle raises too
+    for encode in (lambda **kw: tok.encode(text, **kw), lambda **kw: tok(text, **kw),
+                   lambda **kw: tok(text, return_offsets_mapping=True, **kw), lambda **kw: tok.explain(text, **kw)):
+        with pytest.raises(ValueError, match="special token '<\\|endoftext\\|>', which disallowed_special refuses"):
+            encode(disallowed_special="all")
+        with pytest.raises(ValueError, match="disallowed_special refuses"):
+            encode(disallowed_special={"<|endoftext|>"})
+    explicit = {"<|endoftext|>"}
+    assert tok.encode(text, allowed_special=explicit, disallowed_special="all") == \
+        tiktoken_enc.encode(text, allowed_special=explicit, disallowed_special="all")
+    assert tok.encode(text, allowed_special="all", disallowed_special="all") == \
+        tiktoken_enc.encode(text, allowed_special="all", disallowed_special="all")
+    assert tok.encode(text) == tiktoken_enc.encode(text, allowed_special="all")      # the default is unchanged
+    assert tok.encode("no special here", disallowed_special="all") == tiktoken_enc.encode("no special here")
+
+
+def test_long_chunks_do_not_fill_the_cache(tiktoken_enc):
+    """issue 20.7: the caches hold word-sized chunks; 20 distinct 50 kB texts without a space
+    (one chunk each) kept ~6 MB in them, and 60 texts of 1 MB kept 812 MB."""
+    import gc
+    import tracemalloc
+
+    fresh = GPT2Tokenizer.from_pretrained("gpt2")
+    texts = [f"{i}" + "ab.cd," * 8_500 for i in range(20)]
+    expected = [tiktoken_enc.encode_ordinary(text) for text in texts[:2]]
+    fresh.clear_cache()
+    fresh.encode("ab.cd,")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        encoded = [len(fresh.encode(text)) for text in texts]
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert encoded[:2] == [len(ids) for ids in expected]
+    assert kept < 1_000_000, f"the caches kept {kept / 1e6:.1f} MB"
+    assert fresh.encode(texts[0]) == expected[0] and fresh.encode(texts[1]) == expected[1]

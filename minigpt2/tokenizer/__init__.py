@@ -1,7 +1,10 @@
 """Text <-> token ids: GPT-2's byte-level BPE, in pure Python (importing it pulls neither NumPy nor Numba).
 
     bytes_unicode.py     the 256-entry byte <-> printable-character table
-    gpt2_tokenizer.py    GPT2Tokenizer: pre-split, merge, ids, special tokens, files, tok(...)
+    bpe.py               the merge loops as free functions: bpe_ids, bpe_ids_long, bpe_symbols
+    files.py             vocab.json / merges.txt / tokenizer_config.json: read, find, write
+    gpt2_tokenizer.py    GPT2Tokenizer: pre-split, caches, special tokens, encode, decode (joins the rest)
+    encode_call.py       tok(text, ...): batches, text pairs, pre-split words, truncation, offsets
     batch_encoding.py    padding rows into a batch
     explain.py           tok.explain(text): every step of the work, for people
     reference.py         the reference tokenizers the tests compare with (tiktoken, tokenizers)

@@ -58,3 +58,11 @@ def symbols_to_bytes(symbols):
         raise ValueError(f"token string {symbols!r} contains {bad!r}, which is not in GPT-2's "
                          "byte-to-unicode alphabet")
     return symbols.translate(_SYMBOL_TO_LATIN1).encode("latin-1")
+
+
+def surrogate_error(text):
+    """The ValueError for a str holding a lone surrogate (e.g. from bytes decoded with
+    errors="surrogateescape"): it has no UTF-8 bytes, so it has no tokens."""
+    surrogate = next(char for char in text if "\ud800" <= char <= "\udfff")
+    return ValueError(f"text holds a lone surrogate {surrogate!r}, which is not valid Unicode and has no "
+                      "UTF-8 bytes to tokenize; decode the source bytes with errors='replace' first")

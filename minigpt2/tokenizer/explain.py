@@ -6,12 +6,13 @@
       ...
       ids [15496]
 
-It uses the readable string form of the merge loop (`GPT2Tokenizer.bpe_symbols`), without the
+It uses the readable string form of the merge loop (`bpe.bpe_symbols`), without the
 cache or the whole-token shortcut, so every merge shows.
 """
 
 from dataclasses import dataclass, field
 
+from minigpt2.tokenizer.bpe import bpe_symbols
 from minigpt2.tokenizer.bytes_unicode import bytes_to_symbols
 
 
@@ -68,7 +69,7 @@ class Explanation:
 def explain(tokenizer, text, allowed_special):
     """Build the Explanation of `tokenizer.encode(text)` for the given set of allowed special tokens."""
     pieces, start = [], 0
-    for chunk in tokenizer._split_special(text, allowed_special):
+    for chunk in tokenizer.split_special(text, allowed_special):
         if chunk in allowed_special:
             pieces.append(PieceExplanation(chunk, start, True, chunk.encode("utf-8"), [chunk],
                                            tokens=[chunk], ids=[tokenizer.encoder[chunk]]))
@@ -80,13 +81,13 @@ def explain(tokenizer, text, allowed_special):
 
 def _explain_ordinary(tokenizer, text, base):
     shift = base
-    if tokenizer._wants_prefix_space(text):
+    if tokenizer.wants_prefix_space(text):
         text, shift = " " + text, base - 1
     pieces = []
     for match in tokenizer._pretokenize.finditer(text):
         data = match.group().encode("utf-8")
         steps = []
-        tokens = tokenizer.bpe_symbols(data, steps)
+        tokens = bpe_symbols(data, tokenizer.bpe_ranks, steps)
         pieces.append(PieceExplanation(
             match.group(), max(base, match.start() + shift), False, data, list(bytes_to_symbols(data)),
             merges=[MergeStep(*step) for step in steps], tokens=tokens,

@@ -7,9 +7,9 @@ The files are those of the gpt-2 repository's download_model.py, at
 ``{endpoint}/models/{size}/{file}``; the endpoint is OpenAI's public storage, or
 ``$MINIGPT2_OPENAI_ENDPOINT``, or the ``endpoint=`` argument (the tests use a loopback server).
 
-The promises are those of minigpt2.weights.hub: bytes go to ``<file>.incomplete``, renamed only when
-complete; a dropped connection continues with an HTTP Range request (also in a later run); the
-size must equal the server's Content-Length. OpenAI publishes no checksums, so the sha256 of each
+The promises are those of minigpt2.weights.download, which fetches the bytes: ``<file>.incomplete``,
+renamed only when complete, under a per-file lock; a dropped connection continues with an HTTP
+Range request (also in a later run); the size must equal the server's Content-Length. OpenAI publishes no checksums, so the sha256 of each
 file is recorded in ``SHA256SUMS`` in the folder after its first download (the format of
 ``sha256sum``, so ``sha256sum -c SHA256SUMS`` checks it too), and every later run checks the
 files against it: a file changed on disk is an error, never silently used.
@@ -19,11 +19,12 @@ import hashlib
 import os
 import re
 import shutil
-import sys
-import time
 from pathlib import Path
 
-from minigpt2.weights.hub import HubError, minigpt2_cache_dir
+from minigpt2.weights.download import (CONNECT_TIMEOUT_S, READ_TIMEOUT_S, RETRY_STATUS, HubError, RemoteFile,
+                                       download_file, host_unknown, network_error, new_session,
+                                       sleep_before_retry, verify_file)
+from minigpt2.weights.hub import minigpt2_cache_dir
 
 DEFAULT_ENDPOINT = "https://openaipublic.blob.core.windows.net/gpt-2"
 ENDPOINT_ENV = "MINIGPT2_OPENAI_ENDPOINT"
@@ -32,9 +33,6 @@ RELEASE_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-
 SIZES = ("124M", "355M", "774M", "1558M")
 HF_NAMES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
 SHA256_FILE = "SHA256SUMS"
-CHUNK_BYTES = 1 << 16
-TIMEOUT_S = (10, 60)            # (connect, read) seconds per request
-RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 def release_size(name):
@@ -97,15 +95,15 @@ def verify_release(folder):
 
 # ---------------------------------------------------------------- download
 
-def download_openai_release(name, cache_dir=None, endpoint=None, retries=4, backoff=0.5, progress=True):
+def download_openai_release(name, cache_dir=None, endpoint=None, retries=4, backoff=0.5, progress=True,
+                            read_timeout_s=READ_TIMEOUT_S, deadline_s=None):
     """Download OpenAI's release `name` ('124M', ..., or 'gpt2', ...) into the cache; return its folder.
 
     Files already there are checked against SHA256SUMS, not fetched again; a ``.incomplete``
     file left by an earlier run is continued. `retries`: failed tries in a row allowed per file
     (a try that made progress resets the count), waiting ``backoff * 2**(n-1)`` s before the n-th.
+    The bytes are fetched by `minigpt2.weights.download.download_file` (locks, deadlines, limits).
     """
-    import requests         # here, so that importing this module stays light
-
     size = release_size(name)
     folder = release_folder(size, cache_dir)
     base = openai_endpoint(endpoint)
@@ -114,8 +112,12 @@ def download_openai_release(name, cache_dir=None, endpoint=None, retries=4, back
     except OSError as error:
         raise HubError(f"cannot create the cache folder {folder}: {error.strerror or error}") from None
     verify_release(folder)
-    with requests.Session() as session:
-        session.headers["Accept-Encoding"] = "identity"        # sizes are those of the bytes on disk
+
+    def record(remote, partial):      # OpenAI publishes no checksums: ours are taken on first download
+        verify_file(remote, partial)  # the size, and that the .json files parse
+        record_sha256(folder, remote.filename, sha256_of(partial))
+
+    with new_session() as session:
         for filename in RELEASE_FILES:
             final = folder / filename
             if final.is_file():
@@ -123,78 +125,37 @@ def download_openai_release(name, cache_dir=None, endpoint=None, retries=4, back
                     record_sha256(folder, filename, sha256_of(final))
                 continue
             url = f"{base}/models/{size}/{filename}"
-            _download(session, url, final, retries, backoff, progress)
-            record_sha256(folder, filename, sha256_of(final.with_name(filename + ".incomplete")))
-            os.replace(final.with_name(filename + ".incomplete"), final)
+            remote = RemoteFile(filename, url, _remote_size(session, url, retries, backoff, read_timeout_s), None)
+            download_file(session, remote, folder, retries=retries, backoff=backoff, progress=progress,
+                          read_timeout_s=read_timeout_s, deadline_s=deadline_s, verify=record,
+                          mirror_variable=ENDPOINT_ENV)
     return folder
 
 
-def _download(session, url, final, retries, backoff, progress):
-    """Fetch `url` into `<final>.incomplete`, continuing what is there, until it has the server's size."""
+def _remote_size(session, url, retries, backoff, read_timeout_s):
+    """Content-Length of a HEAD (retried like a download): the size the finished file must have."""
     import requests
-    from tqdm import tqdm
 
-    partial = final.with_name(final.name + ".incomplete")
     failures = 0
-    total = None
-    with tqdm(unit="B", unit_scale=True, desc=final.name, file=sys.stderr, disable=not progress) as bar:
-        while True:
-            start = partial.stat().st_size if partial.is_file() else 0     # to tell progress from none
-            try:
-                if total is None:
-                    total = _remote_size(session, url, retries)
-                    bar.reset(total=total)
-                offset = partial.stat().st_size if partial.is_file() else 0
-                if offset > total:                           # longer than the file: not ours to continue
-                    partial.unlink()
-                    offset = 0
-                bar.n = offset
-                if offset == total:
-                    return
-                headers = {"Range": f"bytes={offset}-"} if offset else {}
-                with session.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as response:
-                    if response.status_code in RETRY_STATUS:
-                        raise _Retry(f"HTTP {response.status_code}")
-                    if response.status_code >= 400:
-                        raise _status_error(response.status_code, url)
-                    # 206: the rest of the file; 200: the server sent all of it again
-                    resume = response.status_code == 206
-                    if resume and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-                        partial.unlink()
-                        raise _Retry(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
-                    with open(partial, "ab" if resume else "wb") as out:
-                        for chunk in response.iter_content(CHUNK_BYTES):
-                            out.write(chunk)
-                            bar.update(len(chunk))
-                if partial.stat().st_size != total:
-                    raise _Retry(f"{partial.stat().st_size} of {total} bytes")
-                return
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    _Retry) as error:
-                if isinstance(error, requests.ConnectionError) and _host_unknown(error):
-                    raise _offline_error(url, error) from None
-                now = partial.stat().st_size if partial.is_file() else 0
-                failures = 0 if now > start else failures + 1
-                if failures > retries:
-                    raise _offline_error(url, error, retries + 1) from None
-                time.sleep(backoff * 2 ** max(failures - 1, 0))
-
-
-def _remote_size(session, url, retries):
-    """Content-Length of a HEAD: the size the finished file must have."""
-    response = session.head(url, allow_redirects=True, timeout=TIMEOUT_S)
-    if response.status_code in RETRY_STATUS:
-        raise _Retry(f"HTTP {response.status_code}")
-    if response.status_code >= 400:
-        raise _status_error(response.status_code, url)
-    length = response.headers.get("Content-Length", "")
-    if not length.isdigit():
-        raise HubError(f"{url}: the server gives no Content-Length, so the download cannot be checked")
-    return int(length)
-
-
-class _Retry(Exception):
-    pass
+    while True:
+        try:
+            response = session.head(url, allow_redirects=True, timeout=(CONNECT_TIMEOUT_S, read_timeout_s))
+        except (requests.ConnectionError, requests.Timeout) as error:
+            failures += 1
+            if host_unknown(error) or failures > retries:
+                raise network_error(url, error, failures if failures > 1 else None, ENDPOINT_ENV) from None
+            sleep_before_retry(backoff, failures)
+            continue
+        if response.status_code in RETRY_STATUS and failures < retries:
+            failures += 1
+            sleep_before_retry(backoff, failures, response)
+            continue
+        if response.status_code >= 400:
+            raise _status_error(response.status_code, url)
+        length = response.headers.get("Content-Length", "")
+        if not length.isdigit():
+            raise HubError(f"{url}: the server gives no Content-Length, so the download cannot be checked")
+        return int(length)
 
 
 def _status_error(status, url):
@@ -202,20 +163,6 @@ def _status_error(status, url):
         return HubError(f"{url} not found (HTTP 404): is {ENDPOINT_ENV} (or endpoint=) a mirror of "
                         "OpenAI's storage, with models/<size>/<file>?")
     return HubError(f"HTTP {status} from {url}")
-
-
-def _host_unknown(error):
-    text = str(error)
-    return any(s in text for s in ("NameResolutionError", "Name or service not known",
-                                   "Temporary failure in name resolution", "nodename nor servname"))
-
-
-def _offline_error(url, error, tries=None):
-    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(error))
-    reason = found.group(1).strip() if found else (str(error).splitlines() or [type(error).__name__])[0][:120]
-    after = f" after {tries} tries" if tries else ""
-    return HubError(f"cannot download {url}{after} ({reason}). No network? Copy the release folder here and "
-                    f"pass its path, or set {ENDPOINT_ENV} to a reachable mirror")
 
 
 # ---------------------------------------------------------------- convert
