@@ -6,7 +6,14 @@ sums in float64), so a wrong tile layout, stride, padding or mask shows as an O(
 the accepted difference is float32 summation order. The model-level tests check that the
 setting reaches the kernels, stays within bfloat16 drift of float32, and changes nothing where
 it must not (decode steps, "highest", machines without AMX).
+
+On a CPU without AMX, conftest.py sets MINIGPT2_AMX=emulate, so these tests run amx.py on
+amx_emulation.py's stand-ins for the tile instructions; with AMX they run the instructions.
 """
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,7 +25,24 @@ from minigpt2.model import GPT2LMHeadModel
 from minigpt2.weights.packed import PackedWeight
 from minigpt2.weights.safetensors import bfloat16_to_float32, float32_to_bfloat16
 
-needs_amx = pytest.mark.skipif(not amx.available(), reason="this CPU (or OS) has no AMX")
+needs_amx = pytest.mark.skipif(not amx.available(),
+                               reason="this CPU (or OS) has no AMX and MINIGPT2_AMX is set to '' (not 'emulate')")
+
+
+def test_amx_path_runs_on_every_machine():
+    """The AMX tests skip only when someone turned the emulation off on a CPU without AMX."""
+    if os.environ.get("MINIGPT2_AMX") == "":
+        pytest.skip("MINIGPT2_AMX='' turns the emulation off")
+    assert amx.available()
+    assert amx.EMULATED == (os.environ.get("MINIGPT2_AMX") == "emulate")
+
+
+def test_unknown_amx_mode_is_refused():
+    result = subprocess.run([sys.executable, "-c", "import minigpt2.engine"], capture_output=True, text=True,
+                            env={**os.environ, "MINIGPT2_AMX": "yes"}, timeout=120,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode != 0
+    assert "ValueError: MINIGPT2_AMX='yes': set it to 'emulate'" in result.stderr
 
 
 def bf16(a):
