@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import numpy as np
+import packing_reference
 import pytest
 
 from minigpt2 import bench, engine, ops
@@ -93,11 +94,14 @@ def test_linear_matches_bfloat16_products(medium, storage, m, n_in, n_out, apply
         expected_weight = bf16(w)
     else:
         weight = PackedWeight.pack(w, storage)
-        # int8 values are exact in bfloat16 and the scale multiplies the float32 sum
-        expected_weight = (weight.data.T.astype(np.float64) if storage == "int8" else bf16(np.asarray(weight)))
+        # the packing rules from their definitions; int8 values are exact in bfloat16 and the
+        # kernel multiplies the float32 sum by the scale
+        if storage == "int8":
+            q, scale = packing_reference.int8_per_channel(w)
+            expected_weight = q * scale
+        else:
+            expected_weight = bf16(packing_reference.dequantized(w, storage).astype(np.float32))
     expected = bf16(x) @ expected_weight
-    if storage == "int8":
-        expected = expected * weight.scale
     expected = expected + bias
     if apply_gelu:
         expected = ops.gelu_new(expected.astype(np.float32))
