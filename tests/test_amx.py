@@ -256,3 +256,28 @@ def test_batched_decode_over_bfloat16_weights(model_folder):
     drift = np.abs(fast - exact).max() / np.abs(exact).max()
     assert 1e-7 < drift < 2e-2
     assert (fast.argmax(-1) == exact.argmax(-1)).mean() >= 0.75
+
+
+def test_emulated_tile_product_follows_the_sdm_order():
+    """amx_emulation's TDPBF16PS: sums [32, 32] += A [32, 32 inputs] @ B [32 inputs, 32], in the
+    order of Intel's pseudo-code (per pair k: += A[m, 2k] B[2k, n], then += A[m, 2k + 1] B[2k + 1, n],
+    each rounded to float32), bit for bit; the four 16x16 tiles stored where _sums_store puts them."""
+    from minigpt2.engine import amx_emulation
+    rng = np.random.default_rng(11)
+    a = float32_to_bfloat16(rng.standard_normal((32, 32)).astype(np.float32))       # [rows, inputs] bits
+    b = float32_to_bfloat16(rng.standard_normal((32, 32)).astype(np.float32))       # [inputs, columns]
+    # B as tiles read it: row k holds inputs 2k and 2k + 1 of each column side by side
+    b_pairs = np.ascontiguousarray(b.reshape(16, 2, 32).transpose(0, 2, 1)).reshape(16, 64)   # [16, 32 x 2]
+    tiles = amx_emulation.tiles_configure(0)
+    amx_emulation.sums_zero(tiles)
+    for _ in range(2):                                                   # two steps: sums carry over
+        amx_emulation.sums_add_products(tiles, a.ctypes.data, 64, b_pairs.ctypes.data, 128)
+    out = np.zeros((32, 32), np.float32)
+    amx_emulation.sums_store(tiles, out.ctypes.data, 128)
+    a32, b32 = bfloat16_to_float32(a), bfloat16_to_float32(b)
+    expected = np.zeros((32, 32), np.float32)
+    for _ in range(2):
+        for k in range(16):
+            expected = expected + a32[:, 2 * k, None] * b32[None, 2 * k]             # float32 adds
+            expected = expected + a32[:, 2 * k + 1, None] * b32[None, 2 * k + 1]
+    np.testing.assert_array_equal(out, expected)
