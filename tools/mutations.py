@@ -111,7 +111,9 @@ def run_tests(root, bug, numba_cache):
     start = time.monotonic()
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
     seconds = time.monotonic() - start
-    failed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    # "FAILED tests/x.py::test[id with spaces] - message"
+    failed = [line.split(" ", 1)[1].split(" - ", 1)[0] for line in result.stdout.splitlines()
+              if line.startswith(("FAILED ", "ERROR "))]
     if result.returncode not in (0, 1) and not failed:       # collection error, crash: still caught
         failed = [f"pytest exit status {result.returncode}"]
     return failed, seconds, result.stdout[-2000:] + result.stderr[-2000:]
