@@ -6,9 +6,17 @@ sums in float64), so a wrong tile layout, stride, padding or mask shows as an O(
 the accepted difference is float32 summation order. The model-level tests check that the
 setting reaches the kernels, stays within bfloat16 drift of float32, and changes nothing where
 it must not (decode steps, "highest", machines without AMX).
+
+On a CPU without AMX, conftest.py sets MINIGPT2_AMX=emulate, so these tests run amx.py on
+amx_emulation.py's stand-ins for the tile instructions; with AMX they run the instructions.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
+import packing_reference
 import pytest
 
 from minigpt2 import bench, engine, ops
@@ -18,7 +26,24 @@ from minigpt2.model import GPT2LMHeadModel
 from minigpt2.weights.packed import PackedWeight
 from minigpt2.weights.safetensors import bfloat16_to_float32, float32_to_bfloat16
 
-needs_amx = pytest.mark.skipif(not amx.available(), reason="this CPU (or OS) has no AMX")
+needs_amx = pytest.mark.skipif(not amx.available(),
+                               reason="this CPU (or OS) has no AMX and MINIGPT2_AMX is set to '' (not 'emulate')")
+
+
+def test_amx_path_runs_on_every_machine():
+    """The AMX tests skip only when someone turned the emulation off on a CPU without AMX."""
+    if os.environ.get("MINIGPT2_AMX") == "":
+        pytest.skip("MINIGPT2_AMX='' turns the emulation off")
+    assert amx.available()
+    assert amx.EMULATED == (os.environ.get("MINIGPT2_AMX") == "emulate")
+
+
+def test_unknown_amx_mode_is_refused():
+    result = subprocess.run([sys.executable, "-c", "import minigpt2.engine"], capture_output=True, text=True,
+                            env={**os.environ, "MINIGPT2_AMX": "yes"}, timeout=120,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode != 0
+    assert "ValueError: MINIGPT2_AMX='yes': set it to 'emulate'" in result.stderr
 
 
 def bf16(a):
@@ -69,11 +94,14 @@ def test_linear_matches_bfloat16_products(medium, storage, m, n_in, n_out, apply
         expected_weight = bf16(w)
     else:
         weight = PackedWeight.pack(w, storage)
-        # int8 values are exact in bfloat16 and the scale multiplies the float32 sum
-        expected_weight = (weight.data.T.astype(np.float64) if storage == "int8" else bf16(np.asarray(weight)))
+        # the packing rules from their definitions; int8 values are exact in bfloat16 and the
+        # kernel multiplies the float32 sum by the scale
+        if storage == "int8":
+            q, scale = packing_reference.int8_per_channel(w)
+            expected_weight = q * scale
+        else:
+            expected_weight = bf16(packing_reference.dequantized(w, storage).astype(np.float32))
     expected = bf16(x) @ expected_weight
-    if storage == "int8":
-        expected = expected * weight.scale
     expected = expected + bias
     if apply_gelu:
         expected = ops.gelu_new(expected.astype(np.float32))
@@ -228,3 +256,28 @@ def test_batched_decode_over_bfloat16_weights(model_folder):
     drift = np.abs(fast - exact).max() / np.abs(exact).max()
     assert 1e-7 < drift < 2e-2
     assert (fast.argmax(-1) == exact.argmax(-1)).mean() >= 0.75
+
+
+def test_emulated_tile_product_follows_the_sdm_order():
+    """amx_emulation's TDPBF16PS: sums [32, 32] += A [32, 32 inputs] @ B [32 inputs, 32], in the
+    order of Intel's pseudo-code (per pair k: += A[m, 2k] B[2k, n], then += A[m, 2k + 1] B[2k + 1, n],
+    each rounded to float32), bit for bit; the four 16x16 tiles stored where _sums_store puts them."""
+    from minigpt2.engine import amx_emulation
+    rng = np.random.default_rng(11)
+    a = float32_to_bfloat16(rng.standard_normal((32, 32)).astype(np.float32))       # [rows, inputs] bits
+    b = float32_to_bfloat16(rng.standard_normal((32, 32)).astype(np.float32))       # [inputs, columns]
+    # B as tiles read it: row k holds inputs 2k and 2k + 1 of each column side by side
+    b_pairs = np.ascontiguousarray(b.reshape(16, 2, 32).transpose(0, 2, 1)).reshape(16, 64)   # [16, 32 x 2]
+    tiles = amx_emulation.tiles_configure(0)
+    amx_emulation.sums_zero(tiles)
+    for _ in range(2):                                                   # two steps: sums carry over
+        amx_emulation.sums_add_products(tiles, a.ctypes.data, 64, b_pairs.ctypes.data, 128)
+    out = np.zeros((32, 32), np.float32)
+    amx_emulation.sums_store(tiles, out.ctypes.data, 128)
+    a32, b32 = bfloat16_to_float32(a), bfloat16_to_float32(b)
+    expected = np.zeros((32, 32), np.float32)
+    for _ in range(2):
+        for k in range(16):
+            expected = expected + a32[:, 2 * k, None] * b32[None, 2 * k]             # float32 adds
+            expected = expected + a32[:, 2 * k + 1, None] * b32[None, 2 * k + 1]
+    np.testing.assert_array_equal(out, expected)

@@ -103,16 +103,62 @@ def test_cache_with_transformers_keys_matches():
         assert rel(key, ref_key) <= 1e-5 and rel(value, ref_value) <= 1e-5
 
 
-def test_reorder_copy_crop(model):
-    ids = ids_for(model, (2, 6), seed=3)
+def assert_cache_equals(cache, fresh):
+    """Every layer's keys and values of `cache` are those of `fresh` (a cache computed from scratch)."""
+    assert len(cache) == len(fresh) and cache.batch_size == fresh.batch_size
+    for layer in range(fresh.n_layer):
+        (key, value), (fresh_key, fresh_value) = cache[layer], fresh[layer]
+        assert rel(key, fresh_key) <= 1e-5, f"keys of layer {layer}"
+        assert rel(value, fresh_value) <= 1e-5, f"values of layer {layer}"
+
+
+def test_reorder_moves_keys_and_values_of_every_layer(model):
+    """After reorder(rows) the cache is the one of the prompts in that order, and the next step's
+    logits are a full pass over those prompts plus the new tokens."""
+    ids, step = ids_for(model, (3, 6), seed=3), ids_for(model, (3, 1), seed=4)
     cache = model(ids, use_cache=True).past_key_values
-    saved = cache.copy()
-    cache.reorder([1, 1])
-    np.testing.assert_array_equal(cache[0][0][0], saved[0][0][1])
-    cache.crop(4)
-    assert len(cache) == 4 and len(saved) == 6
-    with pytest.raises(ValueError):
-        cache.crop(5)
+    rows = [2, 0, 0]
+    cache.reorder(rows)
+    assert_cache_equals(cache, model(ids[rows], use_cache=True).past_key_values)
+    logits = model(step, past_key_values=cache, use_cache=True).logits
+    assert rel(logits[:, 0], model(np.concatenate([ids[rows], step], axis=1)).logits[:, -1]) <= 1e-5
+    with pytest.raises(ValueError, match="beam_idx"):
+        cache.reorder([0, 3])
+
+
+def test_copy_is_independent_of_the_original(model):
+    """A copy and its original decode different continuations, interleaved; each matches a full
+    pass over its own tokens (a copy sharing an array with its original would overwrite it)."""
+    ids = ids_for(model, (2, 5), seed=5)
+    cache = model(ids, use_cache=True).past_key_values
+    branch = cache.copy()
+    for layer in range(cache.n_layer):
+        assert not np.shares_memory(branch.keys[layer], cache.keys[layer])
+        assert not np.shares_memory(branch.values[layer], cache.values[layer])
+    tokens = {"original": ids_for(model, (2, 3), seed=6), "copy": ids_for(model, (2, 3), seed=7)}
+    caches = {"original": cache, "copy": branch}
+    logits = {"original": [], "copy": []}
+    for i in range(3):
+        for name in ("copy", "original"):
+            out = model(tokens[name][:, i:i + 1], past_key_values=caches[name], use_cache=True)
+            logits[name].append(out.logits)
+    for name in ("original", "copy"):
+        full = model(np.concatenate([ids, tokens[name]], axis=1)).logits[:, 5:]
+        assert rel(np.concatenate(logits[name], axis=1), full) <= 1e-5, name
+
+
+def test_crop_keeps_exactly_the_prefix(model):
+    """crop(n) leaves the cache of the first n tokens; decoding on from there is a full pass over
+    those n tokens and the new ones."""
+    ids, new = ids_for(model, (2, 8), seed=8), ids_for(model, (2, 3), seed=9)
+    cache = model(ids, use_cache=True).past_key_values
+    cache.crop(5)
+    assert_cache_equals(cache, model(ids[:, :5], use_cache=True).past_key_values)
+    logits = model(new, past_key_values=cache, use_cache=True).logits
+    assert rel(logits, model(np.concatenate([ids[:, :5], new], axis=1)).logits[:, 5:]) <= 1e-5
+    assert len(cache) == 8
+    with pytest.raises(ValueError, match="crop length"):
+        cache.crop(9)
 
 
 def test_past_n_positions_is_a_value_error(model):

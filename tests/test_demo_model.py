@@ -40,7 +40,6 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def model():
-    pytest.importorskip("minigpt2.model")
     from minigpt2 import GPT2LMHeadModel
     return GPT2LMHeadModel.from_pretrained(MODEL_NAME, backend="numpy", local_files_only=True)
 
@@ -145,7 +144,11 @@ def test_logits_and_greedy_tokens_match_transformers(model, tokenizer, splits):
         expected = reference(torch.from_numpy(ids)).logits.numpy()
     logits = model(ids).logits
     assert logits.shape == expected.shape == (1, 200, 50257)
-    assert np.abs(logits - expected).max() / np.abs(expected).max() < 1e-4
+    # measured worst (Zen 4, AVX-512): 8.2e-7 numpy, 9.6e-7 numba; the bound was 1e-4
+    assert np.abs(logits - expected).max() / np.abs(expected).max() < 5e-6
+    from minigpt2 import GPT2LMHeadModel
+    numba_logits = GPT2LMHeadModel.from_pretrained(MODEL_NAME, backend="numba", local_files_only=True)(ids).logits
+    assert np.abs(numba_logits - expected).max() / np.abs(expected).max() < 5e-6
 
     prompt = tokenizer.encode("KING RICHARD III:\n")
     with torch.no_grad():

@@ -2,7 +2,8 @@
 
 Each fixture in tests/fixtures/heads/ is a head model saved by transformers with random O(1)
 weights, plus the outputs transformers computed (tests/fixtures/make_head_fixtures.py). Tolerance:
-max |ours - theirs| / max |theirs| <= 1e-5 on every logit array and loss, on both backends.
+max |ours - theirs| / max |theirs| <= TOL on every logit array and LOSS_TOL on every loss, on both
+backends: about 5x the worst error measured, so that one wrong constant in any op fails here.
 """
 
 import contextlib
@@ -25,7 +26,11 @@ from hf_head_reference import HEAD_SPECS, LIVE_SPECS, SEQ_LABELS  # noqa: E402
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "heads"
 LM_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "models" / "tiny"
 BACKENDS = ["numpy", "numba"]
-TOL = 1e-5
+# Worst relative errors measured over every check here, both backends (Zen 4, AVX-512): logits
+# 6.5e-7 (check_seqcls_nopad rows_alone_right), losses 2.8e-6 (loss_first_row: one regression loss,
+# a small number). Both bounds were 1e-5: a GELU coefficient of 0.0447 (for 0.044715) passed.
+TOL = 3e-6
+LOSS_TOL = 1.5e-5
 
 
 def rel_err(ours, theirs):
@@ -172,8 +177,8 @@ CHECKS = {"seqcls": check_seqcls, "seqcls_nopad": check_seqcls_nopad, "tokcls": 
 
 
 def assert_all_close(errors):
-    bad = {k: e for k, e in errors.items() if not e <= TOL}
-    assert not bad, f"relative errors above {TOL}: {bad}"
+    bad = {k: e for k, e in errors.items() if not e <= (LOSS_TOL if "loss" in k else TOL)}
+    assert not bad, f"relative errors above {TOL} (losses: {LOSS_TOL}): {bad}"
 
 
 # ---- the committed fixtures --------------------------------------------------------------------------

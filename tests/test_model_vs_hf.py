@@ -1,7 +1,8 @@
 """The forward pass against transformers: committed fixtures (no torch needed) and live cross-checks.
 
-Tolerance: max |ours - theirs| / max |theirs| <= 1e-5 on logits (float32), the same on hidden
-states and attention probabilities.
+Tolerance: max |ours - theirs| / max |theirs| <= TOL on logits (float32), hidden states and the
+loss, ATTENTION_TOL on attention probabilities: about 5x the worst error the engine shows, so that
+one wrong constant in any op (a GELU coefficient, layer norm's eps) fails here too.
 """
 
 import functools
@@ -16,7 +17,12 @@ from minigpt2.model import GPT2LMHeadModel
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "models"
 NAMES = sorted(p.name for p in FIXTURES.iterdir() if (p / "reference.npz").exists())
 BACKENDS = ["numpy", "numba"]
-TOL = 1e-5
+# The worst relative errors measured over every check in this file, both backends (Zen 4,
+# AVX-512): logits 5.0e-7, hidden states 3.9e-7, attention probabilities 8.9e-7 (test_full_pass).
+# Both bounds were 1e-5, which let a GELU coefficient of 0.0447 for 0.044715 (logits off by 2.9e-6,
+# hidden states by 3.7e-6) and layer norm's eps outside the square root pass.
+TOL = 2.5e-6
+ATTENTION_TOL = 4.5e-6
 
 
 def rel_err(ours, theirs):
@@ -55,7 +61,7 @@ def test_full_pass(name, backend):
         assert rel_err(ours, theirs) <= TOL
     assert len(out.attentions) == model.config.n_layer
     for ours, theirs in zip(out.attentions, ref["attentions"]):
-        assert rel_err(ours, theirs) <= TOL
+        assert rel_err(ours, theirs) <= ATTENTION_TOL
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -83,7 +89,7 @@ def test_token_type_ids_inputs_embeds_head_mask(name, backend):
     out = model(ref["input_ids"], head_mask=ref["head_mask"], output_attentions=True)
     assert rel_err(out.logits, ref["logits_head_mask"]) <= TOL
     for ours, theirs in zip(out.attentions, ref["attentions_head_mask"]):
-        assert rel_err(ours, theirs) <= TOL
+        assert rel_err(ours, theirs) <= ATTENTION_TOL
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -143,7 +149,7 @@ def test_live_cross_check(name, backend, tmp_path):
     for ours, theirs in zip(out.hidden_states, ref.hidden_states):
         assert rel_err(ours[real], theirs.numpy()[real]) <= TOL
     for ours, theirs in zip(out.attentions, ref.attentions):
-        assert rel_err(ours[:, :, :9], theirs.numpy()[:, :, :9]) <= TOL   # rows of real queries
+        assert rel_err(ours[:, :, :9], theirs.numpy()[:, :, :9]) <= ATTENTION_TOL   # rows of real queries
     # the loss over padded positions differs by construction; check it on the unpadded rows
     ref_loss = hf(torch.from_numpy(ids[1:]), labels=torch.from_numpy(ids[1:])).loss.item()
     assert abs(model(ids[1:], labels=ids[1:]).loss - ref_loss) <= TOL * abs(ref_loss)

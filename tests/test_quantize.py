@@ -2,7 +2,8 @@
 
 Expected values: the packing rules by hand (bfloat16 = the top half of a float32, rounded to
 nearest even; float16 = NumPy's IEEE half; int8 = round(w / s), s = max|w| / 127 per output), and
-float32 matrix products in float64 on the dequantized weights.
+matrix products in float64 on the weights those rules give, written out in packing_reference.py
+(never PackedWeight's own dequantization).
 """
 
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from numba import njit
 
 import naive_kernels
+import packing_reference
 from minigpt2 import engine
 from minigpt2.engine import matvec, policy
 from minigpt2.model import GPT2LMHeadModel
@@ -97,16 +99,30 @@ def test_linear_on_packed_weights(storage, rows, serial, n_in, monkeypatch):
     monkeypatch.setattr(policy, "BESIDE_BLAS_SERIAL", serial)
     rng = np.random.default_rng(rows)
     x = rng.standard_normal((rows, n_in)).astype(np.float32)
-    packed = PackedWeight.pack(rng.standard_normal((n_in, 45)).astype(np.float32), storage)
+    w = rng.standard_normal((n_in, 45)).astype(np.float32)
+    packed = PackedWeight.pack(w, storage)
     bias = rng.standard_normal(45).astype(np.float32)
-    dequantized = np.asarray(packed).astype(np.float64)
+    dequantized = packing_reference.dequantized(w, storage)
     expected = x @ dequantized + bias
     assert rel_err(engine.linear(x, packed, bias), expected) < 1e-5
     gelu = naive_kernels.gelu_new_naive(expected.astype(np.float32).ravel()).reshape(expected.shape)
     assert rel_err(engine.linear_gelu(x, packed, bias), gelu) < 1e-5
     # the tied LM head: h @ wte.T with wte packed as rows, no bias
-    wte = PackedWeight.pack(rng.standard_normal((45, n_in)).astype(np.float32), storage, rows_are_outputs=False)
-    assert rel_err(engine.linear(x, wte.T, None), x @ np.asarray(wte).astype(np.float64).T) < 1e-5
+    wte_float32 = rng.standard_normal((45, n_in)).astype(np.float32)            # [v, c]
+    wte = PackedWeight.pack(wte_float32, storage, rows_are_outputs=False)
+    assert rel_err(engine.linear(x, wte.T, None), x @ packing_reference.dequantized(wte_float32.T, storage)) < 1e-5
+
+
+def with_weights_as_stored(model, storage):
+    """The float32 model with the weights convert_model packs replaced by what `storage` holds,
+    by the rules' definitions (packing_reference), as float32."""
+    for block in model.transformer.h:
+        for layer in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+            layer.weight = packing_reference.dequantized(layer.weight, storage).astype(np.float32)
+    wte = model.transformer.wte.weight                                          # [v, c]: one row per output
+    model.transformer.wte.weight = packing_reference.dequantized(wte.T, storage).T.astype(np.float32)
+    model.lm_head.weight = model.transformer.wte.weight
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +154,8 @@ def test_converted_model_close_to_float32_and_backends_agree(storage, reference_
         assert rel_err(np.stack(steps, 1), logits[backend][:, 4:]) < 1e-5
     assert rel_err(logits["numba"], logits["numpy"]) < 1e-5
     assert 0 < rel_err(logits["numba"], float32_logits) < DRIFT[storage]
+    expected = with_weights_as_stored(GPT2LMHeadModel.from_pretrained(FIXTURES / "odd", backend="numpy"), storage)
+    assert rel_err(logits["numba"], expected(ids).logits) < 1e-5
 
 
 def test_convert_model_rejects_unknown_dtype():

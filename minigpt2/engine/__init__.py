@@ -15,6 +15,7 @@ the list of its paths and when each is taken:
     policy.py      which path a call takes: thread counts, BLAS coordination, precision
     matvec.py      decode's matrix-vector products (weights streamed once per token)
     amx.py         prefill matmuls and attention on Intel AMX tiles
+    amx_emulation.py  the AMX tile instructions in plain Numba (MINIGPT2_AMX=emulate: tests on any CPU)
     layer_norm_op.py  gelu_op.py  linear_op.py  attention_op.py    the ops, one per file
 
 Numerics: float32 storage and arithmetic; layer norm statistics accumulate in float64. Only

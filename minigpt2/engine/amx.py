@@ -28,20 +28,19 @@ right tiles (6, 7): `_sums_add_products`.
 The instructions are inline assembly in Numba intrinsics (LLVM knows the mnemonics; Numba's JIT
 needs its assembly parser switched on). Precision: both operands of every product are rounded
 to bfloat16 (8 significant bits); each product is exact in float32 and the sums are float32.
+With MINIGPT2_AMX=emulate the instructions are amx_emulation.py's plain-Numba stand-ins, so that
+the tests run this whole file on any CPU.
 """
 
-import ctypes
-import platform
-import sys
 import weakref
 
-import llvmlite.binding
 import llvmlite.ir
 import numba
 import numpy as np
 from numba import njit, prange
 from numba.extending import intrinsic
 
+from minigpt2.engine import amx_emulation, cpu
 from minigpt2.engine.jit import REDUCE, bits_to_float32, exp, float32_bits, gelu_inplace, ones, row_max, visible_extent
 from minigpt2.engine.matvec import widen
 from minigpt2.weights.packed import PackedWeight, aligned_empty
@@ -53,39 +52,17 @@ PAIR_COLUMNS = 32     # inputs per tile step: 16 uint32 pairs of bfloat16 = 64 b
 # in the thread's L2 cache while every weight block passes over it.
 CHUNK_ROWS = 128
 
-_ARCH_REQ_XCOMP_PERM = 0x1023     # arch_prctl: ask the kernel for an extended CPU state
-_XFEATURE_XTILEDATA = 18          # ... the AMX tile data
-_SYS_ARCH_PRCTL = 158             # x86-64 syscall number
 _available = None
+EMULATED = cpu.AMX_EMULATED
 
 
 def available():
-    """True when this process can run the AMX kernels (checked once, then remembered).
-
-    Needs an x86-64 Linux CPU with the amx-tile and amx-bf16 features, and the kernel's
-    permission for this process to use the tile state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux
-    5.16+; without it the first tile instruction kills the process with SIGILL).
-    """
+    """True when this process can run the AMX kernels (checked once, then remembered): see
+    cpu.enable_amx; with MINIGPT2_AMX=emulate, any x86-64 or 64-bit ARM CPU (amx_emulation.py)."""
     global _available
     if _available is None:
-        _available = _check_and_enable()
+        _available = cpu.enable_amx()
     return _available
-
-
-def _check_and_enable():
-    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return False
-    try:
-        features = llvmlite.binding.get_host_cpu_features()
-    except RuntimeError:
-        return False
-    if not (features.get("amx-tile", False) and features.get("amx-bf16", False)):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) != 0:
-        return False
-    llvmlite.binding.initialize_native_asmparser()     # Numba's JIT cannot assemble inline asm without it
-    return True
 
 
 def _tile_config():
@@ -111,33 +88,34 @@ def _asm(builder, text, operands=()):
 
 @intrinsic
 def _tiles_configure(typingctx, address):
-    """LDTILECFG: load the tile configuration at `address` (this thread's tiles, all zeroed)."""
+    """LDTILECFG: load the tile configuration at `address` (this thread's tiles, all zeroed).
+    Returns the handle the other intrinsics take (0 here; the emulation's sum tiles there)."""
     def codegen(context, builder, signature, args):
         _asm(builder, "ldtilecfg ($0)", args)
+        return context.get_constant(numba.types.intp, 0)
+    return numba.types.intp(numba.types.intp), codegen
+
+
+@intrinsic
+def _tiles_release(typingctx, tiles):
+    """TILERELEASE: this thread is done with the tiles (the OS need not save them any more)."""
+    def codegen(context, builder, signature, args):
+        _asm(builder, "tilerelease")
         return context.get_dummy_value()
     return numba.types.void(numba.types.intp), codegen
 
 
 @intrinsic
-def _tiles_release(typingctx):
-    """TILERELEASE: this thread is done with the tiles (the OS need not save them any more)."""
-    def codegen(context, builder, signature, args):
-        _asm(builder, "tilerelease")
-        return context.get_dummy_value()
-    return numba.types.void(), codegen
-
-
-@intrinsic
-def _sums_zero(typingctx):
+def _sums_zero(typingctx, tiles):
     """Zero the four 16x16 float32 sums (tiles 0-3)."""
     def codegen(context, builder, signature, args):
         _asm(builder, "tilezero %tmm0\n tilezero %tmm1\n tilezero %tmm2\n tilezero %tmm3")
         return context.get_dummy_value()
-    return numba.types.void(), codegen
+    return numba.types.void(numba.types.intp), codegen
 
 
 @intrinsic
-def _sums_add_products(typingctx, weight_address, weight_stride, x_address, x_stride):
+def _sums_add_products(typingctx, tiles, weight_address, weight_stride, x_address, x_stride):
     """One step of 32 inputs: sums[2 x 2 tiles] += weight rows [32, 32] @ x pairs [16, 32 x 2].
 
     Tiles 4 and 5 take weight rows 0-15 and 16-31 (64 bytes = 32 bfloat16 inputs each, rows
@@ -145,7 +123,7 @@ def _sums_add_products(typingctx, weight_address, weight_stride, x_address, x_st
     pairs, `x_stride` bytes apart). Tile 0 += 4 @ 6, 1 += 4 @ 7, 2 += 5 @ 6, 3 += 5 @ 7.
     """
     def codegen(context, builder, signature, args):
-        weight, weight_stride_, x, x_stride_ = args
+        _, weight, weight_stride_, x, x_stride_ = args
         weight_second = builder.add(weight, builder.mul(weight_stride_, context.get_constant(numba.types.intp, ROWS)))
         x_second = builder.add(x, context.get_constant(numba.types.intp, 64))
         _asm(builder, "tileloadd ($0,$1,1), %tmm4\n tileloadd ($2,$1,1), %tmm5\n"
@@ -155,16 +133,16 @@ def _sums_add_products(typingctx, weight_address, weight_stride, x_address, x_st
              [weight, weight_stride_, weight_second, x, x_stride_, x_second])
         return context.get_dummy_value()
     intp = numba.types.intp
-    return numba.types.void(intp, intp, intp, intp), codegen
+    return numba.types.void(intp, intp, intp, intp, intp), codegen
 
 
 @intrinsic
-def _sums_store(typingctx, address, stride):
+def _sums_store(typingctx, tiles, address, stride):
     """Write the four sums as one [32, 32] float32 block at `address`, rows `stride` bytes apart:
     tile 0 holds rows 0-15 x columns 0-15, tile 1 rows 0-15 x 16-31, tile 2 rows 16-31 x 0-15,
     tile 3 rows 16-31 x 16-31 (rows: the weight rows of _sums_add_products; columns: x's)."""
     def codegen(context, builder, signature, args):
-        base, stride_ = args
+        _, base, stride_ = args
         sixteen_rows = builder.mul(stride_, context.get_constant(numba.types.intp, ROWS))
         sixty_four = context.get_constant(numba.types.intp, 64)
         addresses = [base, builder.add(base, sixty_four), builder.add(base, sixteen_rows),
@@ -172,7 +150,16 @@ def _sums_store(typingctx, address, stride):
         _asm(builder, "tilestored %tmm0, ($0,$4,1)\n tilestored %tmm1, ($1,$4,1)\n"
                       " tilestored %tmm2, ($2,$4,1)\n tilestored %tmm3, ($3,$4,1)", addresses + [stride_])
         return context.get_dummy_value()
-    return numba.types.void(numba.types.intp, numba.types.intp), codegen
+    return numba.types.void(numba.types.intp, numba.types.intp, numba.types.intp), codegen
+
+
+if EMULATED:
+    _tiles_configure, _tiles_release = amx_emulation.tiles_configure, amx_emulation.tiles_release
+    _sums_zero, _sums_add_products, _sums_store = (amx_emulation.sums_zero, amx_emulation.sums_add_products,
+                                                   amx_emulation.sums_store)
+# Numba's on-disk cache does not know which instructions a kernel was compiled with: only the native
+# build of the two kernels that use them is cached.
+_CACHE_TILE_KERNELS = not EMULATED
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +230,7 @@ def _float32_to_bfloat16_rows(rows, out):
 # the product
 
 
-@njit(parallel=True, error_model="numpy", cache=True)
+@njit(parallel=True, error_model="numpy", cache=_CACHE_TILE_KERNELS)
 def _matmul_tiles(x_blocks, m, weight_rows, scale, bias, config, out):
     # x_blocks [m_padded / 32, n_in / 2, 32] uint32 (see _pack_x), weight_rows [n_out_padded, n_in]
     # bfloat16 bits, scale / bias [n_out] -> out [m, n_out] = (x @ weight_rows.T) * scale + bias.
@@ -257,7 +244,7 @@ def _matmul_tiles(x_blocks, m, weight_rows, scale, bias, config, out):
     n_chunks = (n_row_blocks + per_chunk - 1) // per_chunk
     weight_stride = n_in * 2                      # bytes from one weight row to the next
     for j in prange(n_chunks * n_blocks):
-        _tiles_configure(config.ctypes.data)
+        tiles = _tiles_configure(config.ctypes.data)
         sums = _aligned_scratch(BLOCK, BLOCK, np.float32)                      # [output, row of x]
         chunk, block = j // n_blocks, j % n_blocks
         o0 = block * BLOCK
@@ -266,14 +253,14 @@ def _matmul_tiles(x_blocks, m, weight_rows, scale, bias, config, out):
         for row_block in range(chunk * per_chunk, min(n_row_blocks, (chunk + 1) * per_chunk)):
             r0 = row_block * BLOCK
             x_base = x_blocks[row_block].ctypes.data
-            _sums_zero()
+            _sums_zero(tiles)
             for i0 in range(0, n_in, PAIR_COLUMNS):
-                _sums_add_products(weight_base + i0 * 2, weight_stride, x_base + (i0 // 2) * BLOCK * 4, BLOCK * 4)
-            _sums_store(sums.ctypes.data, BLOCK * 4)
+                _sums_add_products(tiles, weight_base + i0 * 2, weight_stride, x_base + (i0 // 2) * BLOCK * 4, BLOCK * 4)
+            _sums_store(tiles, sums.ctypes.data, BLOCK * 4)
             for r in range(min(BLOCK, m - r0)):                    # transposed back into out
                 for o in range(n_outputs):
                     out[r0 + r, o0 + o] = sums[o, r] * scale[o0 + o] + bias[o0 + o]
-        _tiles_release()
+        _tiles_release(tiles)
 
 
 @njit(error_model="numpy", fastmath=REDUCE, cache=True)
@@ -399,7 +386,7 @@ def _attention_operands(query, key, value, query_rows, key_blocks, value_pairs):
                 value_pairs[bi, hi, jp, c] = low | (high << np.uint32(16))
 
 
-@njit(parallel=True, fastmath=REDUCE, error_model="numpy", cache=True)
+@njit(parallel=True, fastmath=REDUCE, error_model="numpy", cache=_CACHE_TILE_KERNELS)
 def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, head_scale, config, out):
     # Operands from _attention_operands; mask [b, t, s] bool (True = may attend), extent [b, t]
     # (1 + the last key each query row may see), head_scale [h] -> out [b, h, t, d].
@@ -425,7 +412,7 @@ def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, h
             out[bi, hi, r0:r0 + rows] = 0.0
             continue
         n_padded = _padded(n, BLOCK)
-        _tiles_configure(config.ctypes.data)
+        tiles = _tiles_configure(config.ctypes.data)
         scores = _aligned_scratch(BLOCK, n_padded, np.float32)                      # [query row, key]
         weights = _aligned_scratch(BLOCK, n_padded, np.uint16)                      # bfloat16 bits
         weights[:] = 0
@@ -435,10 +422,10 @@ def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, h
         query_base = query_rows[bi, hi, r0:].ctypes.data
         for j0 in range(0, n_padded, BLOCK):
             key_base = key_blocks[bi, hi, j0 // BLOCK].ctypes.data
-            _sums_zero()
+            _sums_zero(tiles)
             for i0 in range(0, d, PAIR_COLUMNS):
-                _sums_add_products(query_base + i0 * 2, query_stride, key_base + (i0 // 2) * BLOCK * 4, BLOCK * 4)
-            _sums_store(scores.ctypes.data + j0 * 4, n_padded * 4)
+                _sums_add_products(tiles, query_base + i0 * 2, query_stride, key_base + (i0 // 2) * BLOCK * 4, BLOCK * 4)
+            _sums_store(tiles, scores.ctypes.data + j0 * 4, n_padded * 4)
         # step 2, one row at a time; rows past t keep zero weights
         for r in range(rows):
             x = scores[r]
@@ -459,16 +446,16 @@ def _attention_tiles(query_rows, key_blocks, value_pairs, mask, extent, scale, h
         value_base = value_pairs[bi, hi].ctypes.data
         block_out = _aligned_scratch(BLOCK, BLOCK, np.float32)                     # [query row, feature]
         for c0 in range(0, d, BLOCK):
-            _sums_zero()
+            _sums_zero(tiles)
             for j0 in range(0, n_padded, PAIR_COLUMNS):
-                _sums_add_products(weight_base + j0 * 2, n_padded * 2,
+                _sums_add_products(tiles, weight_base + j0 * 2, n_padded * 2,
                                    value_base + (j0 // 2) * value_stride + c0 * 4, value_stride)
-            _sums_store(block_out.ctypes.data, BLOCK * 4)
+            _sums_store(tiles, block_out.ctypes.data, BLOCK * 4)
             for r in range(rows):
                 factor = head_scale[hi] / total[r] if total[r] > 0 else np.float32(0.0)
                 for c in range(BLOCK):
                     out[bi, hi, r0 + r, c0 + c] = block_out[r, c] * factor
-        _tiles_release()
+        _tiles_release(tiles)
 
 
 def attention(query, key, value, mask, scale, head_scale):

@@ -4,11 +4,29 @@ The kernels are compiled by LLVM for the host CPU, so LLVM's view of the host is
 decides which instructions a kernel may use. `features()` is read once per process.
 """
 
+import ctypes
 import functools
 import os
 import platform
+import sys
 
 import llvmlite.binding
+
+_ARCH_REQ_XCOMP_PERM = 0x1023     # arch_prctl: ask the kernel for an extended CPU state
+_XFEATURE_XTILEDATA = 18          # ... the AMX tile data
+_SYS_ARCH_PRCTL = 158             # x86-64 syscall number
+
+
+def _amx_emulation_requested():
+    value = os.environ.get("MINIGPT2_AMX", "")
+    if value not in ("", "emulate"):
+        raise ValueError(f"MINIGPT2_AMX={value!r}: set it to 'emulate' (AMX in software, for tests) or unset it")
+    return value == "emulate"
+
+
+# MINIGPT2_AMX=emulate: amx.py's kernels run on amx_emulation.py's stand-ins for the tile
+# instructions. Read once, at import: the kernels are compiled for one or the other.
+AMX_EMULATED = _amx_emulation_requested()
 
 
 @functools.cache
@@ -49,3 +67,24 @@ def vector_bits():
             raise ValueError(f"MINIGPT2_VECTOR_BITS must be 256 or 512, got {override!r}")
         return int(override)
     return 512 if "avx512f" in features() else 256
+
+
+def enable_amx():
+    """Whether this process may run amx.py's kernels, asking Linux for the tile state if so.
+
+    Needs an x86-64 Linux CPU with the amx-tile and amx-bf16 features, and the kernel's
+    permission for this process to use the tile state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux
+    5.16+; without it the first tile instruction kills the process with SIGILL). In emulation
+    (AMX_EMULATED): any x86-64 or 64-bit ARM CPU.
+    """
+    if AMX_EMULATED:
+        return platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64")
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    if not {"amx-tile", "amx-bf16"} <= features():
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) != 0:
+        return False
+    llvmlite.binding.initialize_native_asmparser()     # Numba's JIT cannot assemble inline asm without it
+    return True
