@@ -1,6 +1,6 @@
 """Lesson 14: Numba kernels next to their NumPy twins, and where the time goes.
 
-ops.py is the readable NumPy version of every op; engine.py computes the same functions with
+ops.py is the readable NumPy version of every op; minigpt2/engine/ computes the same functions with
 Numba (@njit compiles a Python loop to machine code; prange runs the outer loop on all cores).
 NumPy already calls BLAS for big matmuls, so Numba pays off where NumPy makes temporaries or
 passes over memory several times: layer norm (mean, variance, scale in one pass per row),
@@ -95,6 +95,26 @@ def main(argv=None):
         rows.append((name, t_np, t_nb, out_np, out_nb))
         print(f"{name:30s} {t_np:10.3f} {t_nb:10.3f} {t_np / t_nb:8.1f}x {np.abs(out_np - out_nb).max():11.2e}")
 
+    title("a cost model: bytes and FLOPs decide which ops can be fast")
+    # A linear layer on m rows reads its weight once (4 c * inner bytes in float32) and does 2 m c inner
+    # FLOPs. With one row (a decode step) that is half a FLOP per byte: the time is the time to stream
+    # the weight from memory, whatever the arithmetic does. With 64 rows (a prefill) it is 32 FLOPs per
+    # byte: the arithmetic sets the time. The roofline: time >= max(bytes / bandwidth, FLOPs / peak).
+    print(f"{'linear 768->3072, rows':24s} {'MB moved':>9s} {'MFLOP':>8s} {'FLOP/byte':>10s} {'ms':>8s} "
+          f"{'GB/s':>7s} {'GFLOP/s':>8s}")
+    costs = []
+    for m in (1, 4, 16, 64):
+        xm = rng.standard_normal((1, m, c)).astype(np.float32)
+        nbytes = 4 * (c * inner + inner + m * c + m * inner)            # weight, bias, input, output
+        flops = 2 * m * c * inner
+        ms = best_ms(lambda: engine.linear(xm, w_fc, b_fc), repeats)
+        costs.append((m, nbytes, flops, ms))
+        print(f"{m:24d} {nbytes / 1e6:9.2f} {flops / 1e6:8.1f} {flops / nbytes:10.2f} {ms:8.3f} "
+              f"{nbytes / ms / 1e6:7.1f} {flops / ms / 1e6:8.1f}")
+    print("what you should see (on a quiet machine): FLOP/byte grows with the rows; at 1 row the GB/s column is near this machine's "
+          "memory bandwidth (decode is memory-bound, lesson 09's ceiling), while the GFLOP/s column grows "
+          "with the rows until the arithmetic is the limit (prefill is compute-bound)")
+
     path = figure_path(args, "l14_numpy_vs_numba.png")
     if path:
         plt = pyplot()
@@ -118,6 +138,9 @@ def main(argv=None):
           engine.layer_norm(x, w, b), tol=1e-5)
     for name, _, _, out_np, out_nb in rows:
         check(f"kernels == ops: {name}", out_nb, out_np, tol=1e-5, relative=True)
+    # the cost model by hand, one decode row: 768 x 3072 weights + 3072 biases + 768 in + 3072 out, float32
+    check("bytes of one decode row, by hand", costs[0][1], 4 * (2359296 + 3072 + 768 + 3072), tol=0)
+    check("FLOPs of one decode row = 2 x 768 x 3072", costs[0][2], 4718592, tol=0)
     from minigpt2.model import GPT2LMHeadModel
     config, weights, fixture_ref = fixture_weights("tiny")
     logits = GPT2LMHeadModel(config, weights, backend="numba")(fixture_ref["input_ids"]).logits
