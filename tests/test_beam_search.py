@@ -1,0 +1,199 @@
+"""Beam search and the generate options of issue 19 against transformers' generate, live (random
+models with spread-out weights, saved and loaded by minigpt2, both engines), then against the
+committed fixture (no torch needed)."""
+
+import numpy as np
+import pytest
+
+from generation_helpers import noisy_hf_model
+
+PROMPT = [5, 17, 42, 8, 8, 3]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """(transformers model, {backend: minigpt2 model}) with the same random weights."""
+    pytest.importorskip("transformers")
+    from minigpt2 import GPT2LMHeadModel
+    hf_model = noisy_hf_model(0)
+    folder = tmp_path_factory.mktemp("hf-beams")
+    hf_model.save_pretrained(folder)
+    return hf_model, {b: GPT2LMHeadModel.from_pretrained(folder, backend=b) for b in ("numpy", "numba")}
+
+
+def hf_generate(hf_model, ids, mask=None, **kwargs):
+    import torch
+    kwargs.setdefault("pad_token_id", 95)
+    return hf_model.generate(torch.from_numpy(np.asarray(ids)), attention_mask=None if mask is None else torch.from_numpy(mask),
+                             return_dict_in_generate=True, output_scores=True, **kwargs)
+
+
+def common_eos(hf_model):
+    """A token the free beams produce early, used as EOS so that hypotheses finish mid-search."""
+    free = hf_generate(hf_model, [PROMPT], num_beams=4, max_new_tokens=12, eos_token_id=None, do_sample=False)
+    return int(free.sequences[0, len(PROMPT) + 2])
+
+
+BEAM_CASES = [
+    dict(num_beams=4),
+    dict(num_beams=4, num_return_sequences=4, length_penalty=0.5),
+    dict(num_beams=3, early_stopping=True),
+    dict(num_beams=3, early_stopping="never", length_penalty=2.0),
+    dict(num_beams=3, early_stopping="never", length_penalty=-1.0),
+    dict(num_beams=5, num_return_sequences=2, length_penalty=0.0),
+    dict(num_beams=4, no_repeat_ngram_size=2),
+    dict(num_beams=2, repetition_penalty=1.3, min_new_tokens=5),
+]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("case", range(len(BEAM_CASES)))
+@pytest.mark.parametrize("with_eos", [False, True])
+def test_beam_search_equals_transformers(saved, backend, case, with_eos):
+    hf_model, models = saved
+    kwargs = dict(BEAM_CASES[case], max_new_tokens=18, eos_token_id=common_eos(hf_model) if with_eos else 95,
+                  pad_token_id=95)
+    expected = hf_generate(hf_model, [PROMPT], do_sample=False, **kwargs)
+    ours = models[backend].generate([PROMPT], return_dict_in_generate=True, output_scores=True, **kwargs)
+    np.testing.assert_array_equal(ours.sequences, expected.sequences.numpy())
+    np.testing.assert_allclose(ours.sequences_scores, expected.sequences_scores.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(ours.beam_indices, expected.beam_indices.numpy())
+
+
+def test_beam_search_left_padded_batch_equals_rows_alone(saved):
+    hf_model, models = saved
+    prompts = [[5, 17, 42, 8], [7], [3, 9, 11, 2, 60, 61]]
+    width = max(map(len, prompts))
+    ids = np.array([[0] * (width - len(p)) + p for p in prompts])
+    mask = np.array([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    eos = common_eos(hf_model)
+    kwargs = dict(num_beams=3, num_return_sequences=2, max_new_tokens=15, eos_token_id=eos, pad_token_id=0,
+                  no_repeat_ngram_size=3, repetition_penalty=1.2)
+    batch = models["numba"].generate(ids, attention_mask=mask, **kwargs)
+    for row, prompt in enumerate(prompts):
+        alone = hf_generate(hf_model, [prompt], do_sample=False, **kwargs).sequences.numpy()   # [2, len]
+        got = batch[2 * row : 2 * row + 2, width - len(prompt):]
+        np.testing.assert_array_equal(got[:, : alone.shape[1]], alone)
+        assert np.all(got[:, alone.shape[1]:] == 0)    # the row's batch ran longer: padding
+
+
+def test_beam_search_decodes_the_beams_as_one_batch(saved):
+    """One prefill over the prompt rows, then one call per step with all beams as rows of one batch."""
+    _, models = saved
+    model = models["numpy"]
+    calls = []
+    original = type(model).__call__
+
+    class Counting(type(model)):
+        def __call__(self, **kwargs):
+            calls.append(kwargs["input_ids"].shape)
+            return original(self, **kwargs)
+
+    model.__class__ = Counting
+    try:
+        model.generate([PROMPT, PROMPT], num_beams=4, max_new_tokens=6, eos_token_id=None)
+    finally:
+        model.__class__ = Counting.__bases__[0]
+    assert calls[0] == (2, len(PROMPT)) and calls[1:] == [(8, 1)] * 5
+
+
+ALWAYS_ON = [
+    dict(no_repeat_ngram_size=2),
+    dict(bad_words_ids=[[11], [8, 3], [40, 41, 42]]),
+    dict(sequence_bias={(11,): -3.0, (8, 3): 2.5, (3, 40): 4.0}),
+    dict(suppress_tokens=[11, 40, 63]),
+    dict(begin_suppress_tokens=[11, 40]),
+    dict(forced_eos_token_id=7),
+    dict(exponential_decay_length_penalty=(4, 1.5), eos_token_id=40),
+    dict(min_length=12, eos_token_id=40),
+    dict(renormalize_logits=True),
+]
+
+
+@pytest.mark.parametrize("case", range(len(ALWAYS_ON)))
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_processors_in_generate_equal_transformers(saved, case, num_beams):
+    hf_model, models = saved
+    kwargs = dict(dict(max_new_tokens=16, eos_token_id=95, pad_token_id=95, num_beams=num_beams), **ALWAYS_ON[case])
+    expected = hf_generate(hf_model, [PROMPT], do_sample=False, output_logits=True, **kwargs)
+    ours = models["numba"].generate([PROMPT], return_dict_in_generate=True, output_scores=True, output_logits=True,
+                                    **kwargs)
+    np.testing.assert_array_equal(ours.sequences, expected.sequences.numpy())
+    for mine, theirs in zip(ours.scores, expected.scores):
+        theirs = theirs.numpy()
+        np.testing.assert_array_equal(np.isfinite(mine), np.isfinite(theirs))
+        np.testing.assert_allclose(mine[np.isfinite(mine)], theirs[np.isfinite(theirs)], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.stack(ours.logits), np.stack([t.numpy() for t in expected.logits]), atol=1e-4)
+
+
+def test_forced_bos_after_a_one_token_prompt(saved):
+    hf_model, models = saved
+    kwargs = dict(max_new_tokens=8, eos_token_id=95, forced_bos_token_id=13, begin_suppress_tokens=[50])
+    expected = hf_generate(hf_model, [[7]], do_sample=False, **kwargs).sequences.numpy()
+    ours = models["numba"].generate([[7]], **kwargs)
+    assert ours[0, 1] == 13
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_max_length_counts_the_prompt(saved):
+    hf_model, models = saved
+    expected = hf_generate(hf_model, [PROMPT], do_sample=False, max_length=15, eos_token_id=None).sequences.numpy()
+    ours = models["numba"].generate([PROMPT], max_length=15, eos_token_id=None)
+    assert ours.shape == (1, 15)
+    np.testing.assert_array_equal(ours, expected)
+    # max_new_tokens wins over max_length, as in transformers
+    assert models["numba"].generate([PROMPT], max_length=15, max_new_tokens=3, eos_token_id=None).shape == (1, 9)
+
+
+def test_beam_sampling_is_seeded_and_keeps_the_finished_best(saved):
+    _, models = saved
+    kwargs = dict(num_beams=3, do_sample=True, top_k=20, temperature=0.9, max_new_tokens=12, eos_token_id=None,
+                  num_return_sequences=3, return_dict_in_generate=True, output_scores=True)
+    a = models["numba"].generate([PROMPT], seed=3, **kwargs)
+    b = models["numba"].generate([PROMPT], seed=3, **kwargs)
+    c = models["numba"].generate([PROMPT], seed=4, **kwargs)
+    np.testing.assert_array_equal(a.sequences, b.sequences)
+    assert not np.array_equal(a.sequences, c.sequences)
+    assert np.all(np.diff(a.sequences_scores) <= 0)          # best first
+    # each score is the sum of its tokens' processed log-probs / length (length_penalty 1)
+    steps = np.stack(a.scores)                                # [steps, beams, vocab]
+    for row in range(3):
+        tokens = a.sequences[row, len(PROMPT):]
+        beams = a.beam_indices[row]
+        total = sum(steps[t, beams[t], tokens[t]] for t in range(len(tokens)))
+        assert a.sequences_scores[row] == pytest.approx(total / len(tokens), rel=1e-4)
+
+
+def test_sampling_num_return_sequences_and_dict_output(saved):
+    _, models = saved
+    out = models["numba"].generate([PROMPT, PROMPT[::-1]], do_sample=True, seed=0, num_return_sequences=3,
+                                   max_new_tokens=5, eos_token_id=None, min_p=0.05, typical_p=0.9,
+                                   epsilon_cutoff=1e-4, eta_cutoff=1e-3, return_dict_in_generate=True,
+                                   output_scores=True, output_logits=True)
+    assert out.sequences.shape == (6, len(PROMPT) + 5)
+    assert len(out.scores) == 5 and out.scores[0].shape == (6, 96) and len(out.logits) == 5
+    for step, scores in enumerate(out.scores):                # every drawn token was allowed
+        assert np.isfinite(scores[np.arange(6), out.sequences[:, len(PROMPT) + step]]).all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_beams=0), "num_beams must be an integer >= 1"),
+    (dict(num_beams=2, num_return_sequences=3), "num_return_sequences .3. must be <= num_beams .2."),
+    (dict(num_return_sequences=2), "num_beams >= num_return_sequences, or do_sample=True"),
+    (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size must be an integer >= 0"),
+    (dict(bad_words_ids=[[3], []]), r"bad_words_ids: each entry must be a non-empty list of token ids \(length >= 1\)"),
+    (dict(bad_words_ids=[[3, -2]]), "bad_words_ids must be"),
+    (dict(early_stopping="sometimes", num_beams=2), "early_stopping must be True, False or 'never'"),
+    (dict(length_penalty=float("nan"), num_beams=2), "length_penalty must be a finite number"),
+    (dict(sequence_bias={(3,): "a lot"}), "every bias must be a number"),
+    (dict(exponential_decay_length_penalty=(2,)), "exponential_decay_length_penalty must be .start, factor."),
+    (dict(typical_p=0.0, do_sample=True), "typical_p must be in"),
+    (dict(max_length=3), "max_length .3. is below the prompt length"),
+    (dict(forced_bos_token_id=500), "forced_bos_token_id must be one token id in 0..95"),
+    (dict(num_beams=2, stop="x", tokenizer=object()), "num_beams=1"),
+    (dict(nonsense=1), "unknown arguments"),
+])
+def test_bad_generation_settings_say_what_to_pass(saved, kwargs, message):
+    _, models = saved
+    with pytest.raises(ValueError, match=message):
+        models["numpy"].generate([PROMPT], **kwargs)
