@@ -97,6 +97,7 @@ def beam_search(model, ids, mask, config, rng=None):
 
     # prefill the prompts once; the cache then copies each row to its k beams
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True, logits_to_keep=1)
+    check_not_nan(out.logits)
     cache = out.past_key_values
     cache.reorder(np.repeat(np.arange(batch), k))
     logits = np.repeat(np.asarray(out.logits[:, -1, :], np.float32), k, axis=0)   # [b * k, vocab]
