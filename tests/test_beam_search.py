@@ -197,3 +197,37 @@ def test_bad_generation_settings_say_what_to_pass(saved, kwargs, message):
     _, models = saved
     with pytest.raises(ValueError, match=message):
         models["numpy"].generate([PROMPT], **kwargs)
+
+
+# ---------------------------------------------------------------- the committed fixture (no torch needed)
+# tests/fixtures/make_generation_fixtures.py wrote transformers' beam search outputs.
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_fixture_beam_search_equals_transformers(backend):
+    import sys
+
+    from conftest import FIXTURES_DIR
+    from minigpt2 import GPT2LMHeadModel
+    sys.path.insert(0, str(FIXTURES_DIR))
+    from make_generation_fixtures import BATCH_PROMPTS, BEAM_BATCH, BEAM_CASES
+    folder = FIXTURES_DIR / "generation"
+    ref = dict(np.load(folder / "reference.npz"))
+    model = GPT2LMHeadModel.from_pretrained(folder, backend=backend)
+    for i, case in enumerate(BEAM_CASES):
+        out = model.generate([PROMPT], max_new_tokens=18, pad_token_id=95, return_dict_in_generate=True,
+                             output_scores=True, **case)
+        np.testing.assert_array_equal(out.sequences, ref[f"beam_{i}_sequences"], err_msg=str(case))
+        np.testing.assert_allclose(out.sequences_scores, ref[f"beam_{i}_scores"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(out.beam_indices, ref[f"beam_{i}_indices"])
+    # the cases exercise finished hypotheses: some end at EOS, before max_new_tokens
+    assert ref["beam_4_sequences"].shape[1] < len(PROMPT) + 18 and ref["beam_5_sequences"].shape[1] < len(PROMPT) + 18
+    width = max(map(len, BATCH_PROMPTS))
+    ids = np.array([[0] * (width - len(p)) + p for p in BATCH_PROMPTS])
+    mask = (ids != 0) | (np.arange(width) >= width - np.array([len(p) for p in BATCH_PROMPTS])[:, None])
+    batch = model.generate(ids, attention_mask=mask.astype(int), pad_token_id=0, **BEAM_BATCH)
+    for row, prompt in enumerate(BATCH_PROMPTS):
+        alone = ref[f"beam_batch_{row}"]
+        got = batch[2 * row : 2 * row + 2, width - len(prompt):]
+        np.testing.assert_array_equal(got[:, : alone.shape[1]], alone)
+        assert np.all(got[:, alone.shape[1]:] == 0)
