@@ -24,7 +24,7 @@ CONFIG_NAME = "generation_config.json"
 @dataclass
 class GenerationConfig:
     """transformers' GenerationConfig fields that minigpt2 implements, with transformers' defaults."""
-    max_length: int = 20                  # prompt + new tokens; max_new_tokens wins when both are given
+    max_length: int = None                # prompt + new tokens; max_new_tokens wins; neither: 20 new tokens
     max_new_tokens: int = None
     min_length: int = 0
     min_new_tokens: int = None
@@ -96,6 +96,13 @@ class GenerationConfig:
             f.write("\n")
 
     @classmethod
+    def for_folder(cls, folder, model_config):
+        """A model folder's defaults: its generation_config.json if there is one, else `for_model`."""
+        if os.path.isfile(os.path.join(folder, CONFIG_NAME)):
+            return cls.from_pretrained(folder)
+        return cls.for_model(model_config)
+
+    @classmethod
     def for_model(cls, model_config):
         """Defaults for a model without generation_config.json: its config's bos/eos/pad ids."""
         return cls(bos_token_id=getattr(model_config, "bos_token_id", None),
@@ -112,13 +119,10 @@ def resolve_config(model, prompt_length, generation_config=None, **kwargs):
         raise ValueError(f"generate got unknown arguments {sorted(unknown)}; generation settings are "
                          f"{sorted(f.name for f in fields(GenerationConfig) if f.name != 'extra')}")
     config = GenerationConfig.from_dict({**base.to_dict(), **kwargs})
-    if "max_new_tokens" not in kwargs and "max_length" in kwargs and kwargs["max_length"] is not None:
-        config.max_new_tokens = None                       # an explicit max_length beats a default
     check_config(config, model.config.vocab_size)
     if config.max_new_tokens is None:
-        default_length = config.max_length == GenerationConfig.max_length and "max_length" not in kwargs
-        # transformers: the default max_length (20) means 20 new tokens
-        config.max_new_tokens = 20 if default_length else config.max_length - prompt_length
+        # transformers: when nobody set max_length, 20 new tokens
+        config.max_new_tokens = 20 if config.max_length is None else config.max_length - prompt_length
         if config.max_new_tokens < 0:
             raise ValueError(f"max_length ({config.max_length}) is below the prompt length ({prompt_length}): "
                              "pass a larger max_length, or max_new_tokens")

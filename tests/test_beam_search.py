@@ -2,6 +2,8 @@
 models with spread-out weights, saved and loaded by minigpt2, both engines), then against the
 committed fixture (no torch needed)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -231,3 +233,64 @@ def test_fixture_beam_search_equals_transformers(backend):
         got = batch[2 * row : 2 * row + 2, width - len(prompt):]
         np.testing.assert_array_equal(got[:, : alone.shape[1]], alone)
         assert np.all(got[:, alone.shape[1]:] == 0)
+
+
+# ---------------------------------------------------------------- generation_config.json, pipeline, names
+
+
+def test_generation_config_json_gives_the_defaults_transformers_reads(tmp_path):
+    """A folder's generation_config.json, written by transformers, sets generate's defaults for both."""
+    import shutil
+
+    import torch
+    import transformers
+    from minigpt2 import GenerationConfig, GPT2LMHeadModel
+    hf_model = noisy_hf_model(0)
+    hf_model.save_pretrained(tmp_path)
+    transformers.GenerationConfig(num_beams=3, no_repeat_ngram_size=2, max_new_tokens=12, length_penalty=0.6,
+                                  eos_token_id=57, pad_token_id=95, bos_token_id=95).save_pretrained(tmp_path)
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).generate(torch.tensor([PROMPT])).numpy()
+    model = GPT2LMHeadModel.from_pretrained(tmp_path)
+    assert model.generation_config.num_beams == 3
+    np.testing.assert_array_equal(model.generate([PROMPT]), theirs)
+    # an argument still wins over the file
+    assert model.generate([PROMPT], num_beams=1, max_new_tokens=4).shape == (1, len(PROMPT) + 4)
+    # ours round-trips and transformers reads what we write
+    ours = GenerationConfig.from_pretrained(tmp_path)
+    ours.top_k = 7
+    out = tmp_path / "again"
+    ours.save_pretrained(out)
+    read_back = transformers.GenerationConfig.from_pretrained(out)
+    assert (read_back.num_beams, read_back.no_repeat_ngram_size, read_back.top_k, read_back.length_penalty) == (3, 2, 7, 0.6)
+    assert GenerationConfig.from_pretrained(out).to_dict() == ours.to_dict()
+    shutil.rmtree(out)
+    with pytest.raises(ValueError, match="generation_config.json does not exist"):
+        GenerationConfig.from_pretrained(out)
+
+
+def test_pipeline_equals_transformers_pipeline():
+    import transformers
+    import minigpt2
+    from minigpt2.generation_config import GenerationConfig  # noqa: F401  (import order: package first)
+    DEMO_MODEL_DIR = Path(minigpt2.__file__).parent / "models" / "tiny-shakespeare"
+    theirs = transformers.pipeline("text-generation", model=str(DEMO_MODEL_DIR), device="cpu")
+    ours = minigpt2.pipeline("text-generation", model=str(DEMO_MODEL_DIR))
+    prompts = ["ROMEO:\nWhat", "First Citizen:"]
+    for kwargs in (dict(max_new_tokens=20, do_sample=False),
+                   dict(max_new_tokens=15, num_beams=3, num_return_sequences=2, no_repeat_ngram_size=2, do_sample=False),
+                   dict(max_new_tokens=10, do_sample=False, return_full_text=False)):
+        expected = theirs(prompts, **kwargs)
+        assert ours(prompts, **kwargs) == expected
+        assert ours(prompts[0], **kwargs) == expected[0]
+    # transformers' pipeline defaults (256 new tokens, sampling at temperature 0.7) fill what is not set
+    assert ours.generate_kwargs({}) == {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
+    assert ours.generate_kwargs({"do_sample": False, "max_length": 30}) == {"do_sample": False, "max_length": 30}
+    with pytest.raises(ValueError, match="text-generation"):
+        minigpt2.pipeline("summarization", model=str(DEMO_MODEL_DIR))
+
+
+def test_gpt2_tokenizer_fast_is_the_same_tokenizer():
+    import minigpt2
+    from minigpt2.tokenizer import GPT2Tokenizer, GPT2TokenizerFast
+    assert minigpt2.GPT2TokenizerFast is GPT2TokenizerFast is GPT2Tokenizer
+    assert GPT2TokenizerFast.from_pretrained("gpt2").encode("Hello world") == [15496, 995]

@@ -27,7 +27,7 @@ LAYERS = {
     "minigpt2.generate": 4, "minigpt2.processors": 4, "minigpt2.beam_search": 4,
     "minigpt2.generation_config": 4,
     "minigpt2.model": 5, "minigpt2.heads": 5,
-    "minigpt2.scoring": 6, "minigpt2.verify": 6, "minigpt2.bench": 6,
+    "minigpt2.scoring": 6, "minigpt2.verify": 6, "minigpt2.bench": 6, "minigpt2.pipelines": 6,
     "minigpt2.cli": 7, "minigpt2.serve": 7,
     "minigpt2.__main__": 8, "minigpt2": 8,
 }
