@@ -50,11 +50,11 @@ def gather(array, index):
 
 def top_indices(scores, k):
     """The k highest of each row, best first: [b, n] -> [b, k]."""
-    if k < scores.shape[1]:
-        part = np.argpartition(-scores, k - 1, axis=-1)[:, :k]
+    if 8 * k < scores.shape[1]:                  # large rows: partition first (no negated copy)
+        part = np.argpartition(scores, scores.shape[1] - k, axis=-1)[:, -k:]
     else:
         part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    order = np.argsort(-np.take_along_axis(scores, part, -1), axis=-1, kind="stable")
+    order = np.argsort(-np.take_along_axis(scores, part, -1), axis=-1, kind="stable")[:, :k]
     return np.take_along_axis(part, order, -1)
 
 
