@@ -141,8 +141,10 @@ def prepare(model, input_ids, attention_mask, generation_config, settings, stop,
             f"({n_positions}), the model's context: shorten the prompt or max_new_tokens, or pass "
             f"crop=True (--crop; not with beams) to keep going on the last {n_positions} tokens")
     stop = [stop] if isinstance(stop, str) else stop or []
-    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
-        raise ValueError(f"stop must be a non-empty string or a list of them, got {stop!r}")
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+        raise ValueError(f"stop must be a string or a list of strings, got {stop!r}")
+    if not all(stop):
+        raise ValueError("stop strings must be non-empty")
     if stop and tokenizer is None:
         raise ValueError("stop strings need tokenizer= to turn tokens into text")
     if stop and config.num_beams > 1:

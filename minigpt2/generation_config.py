@@ -156,7 +156,7 @@ def check_config(config, vocab_size):
               ("typical_p", c.typical_p, lambda v: 0 < v <= 1, "in (0, 1] (1 = off)"),
               ("epsilon_cutoff", c.epsilon_cutoff, lambda v: 0 <= v < 1, "in [0, 1) (0 = off)"),
               ("eta_cutoff", c.eta_cutoff, lambda v: 0 <= v < 1, "in [0, 1) (0 = off)"),
-              ("repetition_penalty", c.repetition_penalty, lambda v: v > 0, "> 0 (1 = off)"),
+              ("repetition_penalty", c.repetition_penalty, lambda v: v > 0, "> 0"),
               ("length_penalty", c.length_penalty, np.isfinite, "a finite number")]
     if c.min_p is not None:
         checks.append(("min_p", c.min_p, lambda v: 0 <= v <= 1, "in [0, 1] (None = off)"))
@@ -213,9 +213,10 @@ def token_id_list(name, value, vocab_size, single=False):
     values = np.atleast_1d(np.asarray(value))
     if (values.ndim != 1 or (values.size and not np.issubdtype(values.dtype, np.integer)) or values.dtype == bool
             or (values < 0).any() or (vocab_size and (values >= vocab_size).any()) or (single and values.size != 1)):
-        what = "one token id" if single else "a token id or a list of them"
-        bounds = f"in 0..{vocab_size - 1} (vocab_size)" if vocab_size else ">= 0"
-        raise ValueError(f"{name} must be {what} {bounds}, got {value!r}")
+        if single:
+            raise ValueError(f"{name} must be one id in [0, {vocab_size}) (vocab_size of the model), got {value!r}")
+        bounds = f"in [0, {vocab_size}) (vocab_size of the model)" if vocab_size else ">= 0"
+        raise ValueError(f"{name} must be a token id {bounds} or a list of them, got {value!r}")
     return [int(v) for v in values]
 
 
@@ -229,6 +230,9 @@ def is_int(value):
 
 def check_prompt(input_ids, attention_mask, vocab_size):
     """input_ids [batch, seq] int64 (one list = one row) and its 0/1 left-padding mask, checked."""
+    if isinstance(input_ids, dict):     # e.g. generate(model, tokenizer(text)): the whole BatchEncoding
+        raise ValueError(f"input_ids got a dict (keys {sorted(input_ids)}); pass its arrays by name: "
+                         "model.generate(**encoding) or input_ids=encoding['input_ids']")
     if np.size(inputs.as_array(input_ids, "input_ids")) == 0:
         raise ValueError("input_ids is empty: give at least one token (e.g. <|endoftext|> = 50256)")
     input_ids = inputs.token_ids(input_ids, "input_ids", vocab_size)

@@ -191,7 +191,7 @@ def test_sampling_num_return_sequences_and_dict_output(saved):
     (dict(exponential_decay_length_penalty=(2,)), "exponential_decay_length_penalty must be .start, factor."),
     (dict(typical_p=0.0, do_sample=True), "typical_p must be in"),
     (dict(max_length=3), "max_length .3. is below the prompt length"),
-    (dict(forced_bos_token_id=500), "forced_bos_token_id must be one token id in 0..95"),
+    (dict(forced_bos_token_id=500), r"forced_bos_token_id must be one id in \[0, 96\)"),
     (dict(num_beams=2, stop="x", tokenizer=object()), "num_beams=1"),
     (dict(nonsense=1), "unknown arguments"),
 ])
