@@ -294,3 +294,51 @@ def test_gpt2_tokenizer_fast_is_the_same_tokenizer():
     from minigpt2.tokenizer import GPT2Tokenizer, GPT2TokenizerFast
     assert minigpt2.GPT2TokenizerFast is GPT2TokenizerFast is GPT2Tokenizer
     assert GPT2TokenizerFast.from_pretrained("gpt2").encode("Hello world") == [15496, 995]
+
+
+@pytest.mark.parametrize("shape", [dict(n_embd=48, n_head=3, n_layer=3, vocab_size=97),
+                                   dict(n_embd=20, n_head=5, n_layer=1, vocab_size=131)])
+def test_beam_search_on_odd_shapes_with_padding(shape, tmp_path):
+    """Odd shapes (head_dim 16 or 4, an odd vocabulary), a left-padded batch, both engines. (The
+    committed std-0.02 fixture models give nearly flat distributions: engines may split ties
+    differently there, so these models have spread-out weights as noisy_hf_model makes them.)"""
+    import torch
+    from minigpt2 import GPT2LMHeadModel
+    hf_model = noisy_hf_model(11, **shape)
+    hf_model.save_pretrained(tmp_path)
+    prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [0, 0, 7, 0, 27, 18, 28, 5]]
+    mask = np.array([[1] * 8, [0, 0] + [1] * 6])
+    kwargs = dict(num_beams=4, num_return_sequences=2, max_new_tokens=10, no_repeat_ngram_size=2,
+                  length_penalty=0.8, eos_token_id=None, pad_token_id=0)
+    for backend in ("numpy", "numba"):
+        model = GPT2LMHeadModel.from_pretrained(tmp_path, backend=backend)
+        ours = model.generate(np.array(prompts), attention_mask=mask, return_dict_in_generate=True,
+                              output_scores=True, **kwargs)
+        for row in range(2):
+            prompt = np.array(prompts[row])[mask[row] == 1]
+            # an explicit mask: else transformers masks the prompt's 0s (== pad_token_id) out
+            theirs = hf_model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                       do_sample=False, return_dict_in_generate=True, output_scores=True, **kwargs)
+            np.testing.assert_array_equal(ours.sequences[2 * row : 2 * row + 2, mask.shape[1] - len(prompt):],
+                                          theirs.sequences.numpy())
+            np.testing.assert_allclose(ours.sequences_scores[2 * row : 2 * row + 2], theirs.sequences_scores.numpy(),
+                                       rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["odd", "tiny", "inverse_layer_idx", "reorder_upcast", "gelu_fast", "unscaled",
+                                  "tanh", "gelu_pytorch_tanh"])
+def test_beam_search_on_the_committed_random_models(name):
+    import torch
+    import transformers
+    from conftest import FIXTURES_DIR
+    from minigpt2 import GPT2LMHeadModel
+    folder = FIXTURES_DIR / "models" / name
+    hf_model = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
+    prompt = [7, 0, 27, 18, 28, 5]
+    kwargs = dict(num_beams=4, num_return_sequences=2, max_new_tokens=10, no_repeat_ngram_size=2,
+                  length_penalty=0.8, eos_token_id=None, pad_token_id=0)
+    expected = hf_model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                 do_sample=False, **kwargs).numpy()
+    for backend in ("numpy", "numba"):
+        np.testing.assert_array_equal(GPT2LMHeadModel.from_pretrained(folder, backend=backend).generate([prompt], **kwargs),
+                                      expected)
