@@ -114,7 +114,7 @@ def resolve_config(model, prompt_length, generation_config=None, **kwargs):
     """The checked settings of one `generate` call: the model's defaults, then generation_config,
     then the keyword arguments (an argument given as None overrides too, e.g. eos_token_id=None)."""
     base = generation_config or getattr(model, "generation_config", None) or GenerationConfig.for_model(model.config)
-    unknown = set(kwargs) - {f.name for f in fields(GenerationConfig)}
+    unknown = set(kwargs) - {f.name for f in fields(GenerationConfig) if f.name != "extra"}
     if unknown:
         raise ValueError(f"generate got unknown arguments {sorted(unknown)}; generation settings are "
                          f"{sorted(f.name for f in fields(GenerationConfig) if f.name != 'extra')}")
@@ -144,11 +144,10 @@ def check_config(config, vocab_size):
     for name in ("num_beams", "num_return_sequences"):
         if not is_int(getattr(c, name)) or getattr(c, name) < 1:
             raise ValueError(f"{name} must be an integer >= 1 (1 = off), got {getattr(c, name)!r}")
-    if c.num_return_sequences > 1 and not c.do_sample and c.num_return_sequences > c.num_beams:
+    if c.num_return_sequences > c.num_beams and (c.num_beams > 1 or not c.do_sample):   # sampling: any number
         raise ValueError(f"num_return_sequences ({c.num_return_sequences}) must be <= num_beams ({c.num_beams}): "
-                         "pass num_beams >= num_return_sequences, or do_sample=True for several samples")
-    if c.num_beams > 1 and c.num_return_sequences > c.num_beams:
-        raise ValueError(f"num_return_sequences ({c.num_return_sequences}) must be <= num_beams ({c.num_beams})")
+                         "pass num_beams >= num_return_sequences"
+                         + ("" if c.num_beams > 1 else ", or do_sample=True for several samples"))
     if c.early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {c.early_stopping!r}")
     checks = [("temperature", c.temperature, lambda v: v >= 0, ">= 0 (0 = greedy)"),
