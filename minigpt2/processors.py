@@ -134,9 +134,9 @@ def apply_temperature(scores, temperature):
         raise ValueError(f"temperature must be > 0 here (0 means greedy decoding), got {temperature}")
     if temperature == 1.0:
         return scores
-    out = (scores / np.float32(temperature)).astype(scores.dtype)
-    if np.isposinf(out).any():
-        with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):                 # an overflow is handled just below
+        out = (scores / np.float32(temperature)).astype(scores.dtype)
+        if np.isposinf(out).any():
             shifted = scores - np.max(scores, axis=-1, keepdims=True)
             out = (shifted / np.float32(temperature)).astype(scores.dtype)
     return out
