@@ -231,7 +231,8 @@ def apply_eta_cutoff(scores, eta, min_tokens_to_keep=1):
     """Remove tokens with probability < min(eta, sqrt(eta) * exp(-entropy)) (transformers' EtaLogitsWarper)."""
     probs = ops.softmax(scores)
     log_p = ops.log_softmax(scores)
-    entropy = -np.sum(np.where(probs > 0, probs * log_p, 0), axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):             # 0 * -inf for removed tokens: dropped by the where
+        entropy = -np.sum(np.where(probs > 0, probs * log_p, 0), axis=-1, keepdims=True)
     eta = np.float32(eta)
     cutoff = np.minimum(eta, np.sqrt(eta) * np.exp(-entropy))
     return keep_at_least(scores, probs < cutoff, min_tokens_to_keep, ties=True)
