@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from minigpt2.generate import make_rng, process_logits, sample_tokens
+from minigpt2.generation_config import GenerationConfig
+from minigpt2.processors import make_rng, process_logits, sample_tokens
 
 SETTINGS = [
     ("greedy (argmax)", dict(do_sample=False)),
@@ -43,7 +44,7 @@ def processor_table(vocab_size=50257, context=300, repeats=30):
     print(f"{'setting':<40} {'ms/step':>8}")
     for name, settings in SETTINGS:
         def step():
-            processed = process_logits(scores, ids, **settings)
+            processed = process_logits(scores, ids, GenerationConfig(**settings))
             return sample_tokens(processed, sampler) if settings["do_sample"] else np.argmax(processed, -1)
         print(f"{name:<40} {1000 * time_per_call(step, repeats):>8.2f}")
 

@@ -126,9 +126,9 @@ def main(argv=None):
         check_filtered(f"top_k {k}", top_k(logits, k), ref[f"top_k_{k}"])
     for p in (0.5, 0.9):
         check_filtered(f"top_p {p}", top_p(logits, p), ref[f"top_p_{p}"])
-    from minigpt2 import generate as lib
-    check_filtered("top_k 5 == minigpt2.generate.apply_top_k", top_k(logits, 5), lib.apply_top_k(logits, 5))
-    check_filtered("top_p 0.9 == minigpt2.generate.apply_top_p", top_p(logits, 0.9), lib.apply_top_p(logits, 0.9))
+    from minigpt2 import processors as lib
+    check_filtered("top_k 5 == minigpt2.processors.apply_top_k", top_k(logits, 5), lib.apply_top_k(logits, 5))
+    check_filtered("top_p 0.9 == minigpt2.processors.apply_top_p", top_p(logits, 0.9), lib.apply_top_p(logits, 0.9))
 
     title("checks: greedy decoding and the sampler")
     config, weights, _ = fixture_weights("tiny")

@@ -18,6 +18,9 @@ __version__ = "0.1.0"
 _PUBLIC_NAMES = {
     "GPT2Config": "minigpt2.config",
     "GPT2Tokenizer": "minigpt2.tokenizer",
+    "GPT2TokenizerFast": "minigpt2.tokenizer",
+    "GenerationConfig": "minigpt2.generation_config",
+    "pipeline": "minigpt2.pipelines",
     "GPT2Model": "minigpt2.model",
     "GPT2LMHeadModel": "minigpt2.model",
     "GPT2DoubleHeadsModel": "minigpt2.heads",

@@ -110,15 +110,24 @@ class KVCache:
 
     # ---- beam search / branching -----------------------------------------------------------------
     def reorder(self, beam_idx):
-        """Keep the batch rows ``beam_idx`` (in that order), as beam search needs after each step."""
+        """Keep the batch rows ``beam_idx`` (in that order; a row may repeat), as beam search needs after each step."""
         beam_idx = np.asarray(beam_idx)
         batch = self.batch_size
         # a negative index would silently pick a row from the end, a bool array would act as a mask
         if (beam_idx.ndim != 1 or beam_idx.dtype == bool or not np.issubdtype(beam_idx.dtype, np.integer)
                 or (beam_idx.size and (beam_idx.min() < 0 or beam_idx.max() >= batch))):
             raise ValueError(f"beam_idx must be a 1-D list of row indices in 0..{batch - 1}, got {beam_idx.tolist()!r}")
-        self.keys = [k[beam_idx] for k in self.keys]
-        self.values = [v[beam_idx] for v in self.values]
+        if beam_idx.size == batch:
+            # beam search, every step: copy only the filled part, in place
+            if np.array_equal(beam_idx, np.arange(batch)):
+                return
+            n = self.length
+            for array in self.keys + self.values:
+                array[:, :, :n] = array[beam_idx, :, :n]
+        else:
+            # a new batch size (one prompt row -> its beams): new arrays
+            self.keys = [k[beam_idx] for k in self.keys]
+            self.values = [v[beam_idx] for v in self.values]
 
     def crop(self, length):
         """Forget everything after the first ``length`` tokens."""

@@ -184,6 +184,14 @@ def add_generate_command(subparsers):
                              "tokens (slower) instead of stopping with an error")
     parser.add_argument("--timing", action="store_true",
                         help="also print load time and milliseconds per token on stderr")
+    parser.add_argument("--num-beams", type=int, default=1, metavar="N",
+                        help="beam search with N beams (prints the text at the end; default: 1 = off)")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N",
+                        help="never repeat an N-token sequence (default: 0 = off)")
+    parser.add_argument("--length-penalty", type=float, default=1.0, metavar="X",
+                        help="beams: > 0 favours longer texts, < 0 shorter ones (default: 1.0)")
+    parser.add_argument("--num-return-sequences", type=int, default=1, metavar="N",
+                        help="print N texts (<= --num-beams with beams; sampled otherwise)")
 
     def run(args):
         import time
@@ -194,10 +202,21 @@ def add_generate_command(subparsers):
         model, tokenizer, _ = _load(args.model, args.backend, args.dtype, args.matmul_precision)
         loaded = time.perf_counter() - start
         ids = tokenizer.encode(args.prompt) or [tokenizer.eos_token_id]
+        if args.num_beams > 1 or args.num_return_sequences > 1:     # whole texts, at the end
+            out = gen.generate(
+                model, [ids], max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty, seed=args.seed, num_beams=args.num_beams,
+                no_repeat_ngram_size=args.no_repeat_ngram_size, length_penalty=args.length_penalty,
+                num_return_sequences=args.num_return_sequences, eos_token_id=tokenizer.eos_token_id)
+            for row in out:
+                print(args.prompt + tokenizer.decode([t for t in row[len(ids):] if t != tokenizer.eos_token_id]))
+            return 0
         steps = gen.iter_generate(
             model, [ids], max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
             repetition_penalty=args.repetition_penalty, seed=args.seed,
+            no_repeat_ngram_size=args.no_repeat_ngram_size, num_beams=args.num_beams,
             stop=[_unescape(s) for s in args.stop], tokenizer=tokenizer, crop=args.crop,
             eos_token_id=tokenizer.eos_token_id)
         times = []

@@ -25,6 +25,7 @@ from minigpt2 import inputs, ops
 from minigpt2.cache import KVCache
 from minigpt2.config import GPT2Config
 from minigpt2.generate import GenerationMixin
+from minigpt2.generation_config import GenerationConfig
 from minigpt2.outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from minigpt2.weights.checkpoints import check_body_weights, load_weights, split_body_and_heads, weights_source
 from minigpt2.weights.packed import PackedWeight
@@ -184,15 +185,19 @@ class PretrainedMixin:
                                  f"minigpt2.quantize.save_converted for a GPT2LMHeadModel; {cls.__name__} "
                                  f"cannot load it (load the original checkpoint, with dtype={stored!r})")
             config, weights, source = quantize.load_converted_weights(folder)
-            return cls(config, weights, backend=backend, source=source)
+            model = cls(config, weights, backend=backend, source=source)
+            model.generation_config = GenerationConfig.for_folder(folder, config)
+            return model
         if is_openai_release(folder):                  # OpenAI's TF1 release: hparams.json + model.ckpt.*
             (config, body), heads, source = load_openai_release(folder), {}, folder
         else:
             config = GPT2Config.from_pretrained(folder)
             body, heads = load_weights(folder, config)              # body unprefixed, heads as stored
             source = weights_source(folder)
-        model = cls(config, {**heads, **body}, backend=backend, source=source)
-        return quantize.convert_model(model, storage)               # None / float32: unchanged
+        model = quantize.convert_model(cls(config, {**heads, **body}, backend=backend, source=source),
+                                       storage)                     # None / float32: unchanged
+        model.generation_config = GenerationConfig.for_folder(folder, config)   # generate's defaults
+        return model
 
 
 class GPT2Model(PretrainedMixin):

@@ -80,3 +80,21 @@ class GPT2DoubleHeadsModelOutput(ModelOutput):
     past_key_values: object = None     # KVCache over the b * num_choices flattened rows
     hidden_states: tuple = None        # n_layer + 1 arrays [b, num_choices, t, c]
     attentions: tuple = None           # n_layer arrays [b * num_choices, h, t, s]
+
+
+@dataclass
+class GenerateDecoderOnlyOutput(ModelOutput):
+    """`generate(..., return_dict_in_generate=True)` without beams (greedy or sampling)."""
+    sequences: object = None           # [rows, prompt + new] int64
+    scores: tuple = None               # output_scores: one [rows, vocab] float32 per step, processed
+    logits: tuple = None               # output_logits: one [rows, vocab] float32 per step, raw
+
+
+@dataclass
+class GenerateBeamDecoderOnlyOutput(ModelOutput):
+    """`generate(..., num_beams=k, return_dict_in_generate=True)`."""
+    sequences: object = None           # [batch * num_return_sequences, prompt + new] int64
+    sequences_scores: object = None    # output_scores: [batch * num_return_sequences] float32, length-penalised
+    scores: tuple = None               # output_scores: one [batch * num_beams, vocab] per step (processed log-probs)
+    logits: tuple = None               # output_logits: one [batch * num_beams, vocab] per step, raw
+    beam_indices: object = None        # [batch * num_return_sequences, new] int64: the beam row of each step (-1 past the end)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minigpt2 import ops
+
 
 @dataclass
 class Score:
@@ -44,17 +46,14 @@ class Score:
 def target_logprobs(logits, targets, chunk=256):
     """log softmax(logits)[i, targets[i]] for each row: logits [t, vocab], targets [t] -> [t] float64.
 
-    Rows go in chunks so a 1024 x 50257 window needs no second full-size array; the log-sum-exp
-    subtracts each row's max first, and sums in float64.
+    Rows go in chunks so a 1024 x 50257 window needs no second full-size array; ops.log_softmax
+    subtracts each row's max first, here in float64.
     """
     logits = np.asarray(logits)
     out = np.empty(len(targets), dtype=np.float64)
     for start in range(0, len(targets), chunk):
-        rows = logits[start : start + chunk].astype(np.float64)              # [c, vocab]
-        row_max = rows.max(axis=-1, keepdims=True)
-        log_norm = np.log(np.exp(rows - row_max).sum(axis=-1)) + row_max[:, 0]  # [c]
-        picked = rows[np.arange(len(rows)), targets[start : start + chunk]]
-        out[start : start + chunk] = picked - log_norm
+        log_p = ops.log_softmax(logits[start : start + chunk].astype(np.float64))   # [c, vocab]
+        out[start : start + chunk] = log_p[np.arange(len(log_p)), targets[start : start + chunk]]
     return out
 
 

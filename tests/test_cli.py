@@ -189,3 +189,18 @@ def test_score_with_matmul_precision_medium(capsys, tmp_path):
         assert values["medium"] == values["highest"]
     with pytest.raises(SystemExit):
         run_cli(capsys, "score", "--text", text, "--model", folder, "--matmul-precision", "low")
+
+
+def test_generate_beams_and_ngram_flags_print_what_the_library_generates(capsys, model_folder, loaded):
+    model, tok = loaded
+    ids = tok.encode(PROMPT)
+    settings = dict(num_beams=3, no_repeat_ngram_size=2, length_penalty=0.7, num_return_sequences=2)
+    expected = generate(model, [ids], max_new_tokens=8, eos_token_id=tok.eos_token_id, **settings)
+    code, out, _ = run_cli(capsys, "generate", PROMPT, "--model", model_folder, "--greedy", "--max-new-tokens", 8,
+                           "--num-beams", 3, "--no-repeat-ngram-size", 2, "--length-penalty", 0.7,
+                           "--num-return-sequences", 2)
+    assert code == 0
+    texts = [PROMPT + tok.decode([t for t in row[len(ids):] if t != tok.eos_token_id]) for row in expected]
+    assert out == "".join(text + "\n" for text in texts)
+    code, out, err = run_cli(capsys, "generate", PROMPT, "--model", model_folder, "--num-beams", 0)
+    assert code != 0 and "num_beams must be an integer >= 1" in err

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from minigpt2 import generate as gen
-from minigpt2.generate import (
-    StreamDecoder,
+from minigpt2.generate import StreamDecoder
+from minigpt2.generation_config import GenerationConfig
+from minigpt2.ops import softmax
+from minigpt2.processors import (
     apply_min_new_tokens,
     apply_repetition_penalty,
     apply_temperature,
@@ -18,7 +20,6 @@ from minigpt2.generate import (
     make_rng,
     process_logits,
     sample_tokens,
-    softmax,
 )
 
 from conftest import GPT2_VOCAB_DIR
@@ -174,8 +175,9 @@ def test_processor_chain_matches_transformers(hf_processors):
         lp.TopPLogitsWarper(0.9),
     ])
     theirs = chain(torch.from_numpy(ids), torch.from_numpy(scores.copy()))
-    ours = process_logits(scores, ids, n_new_tokens=5, do_sample=True, temperature=0.8, top_k=40,
-                          top_p=0.9, repetition_penalty=1.3, min_new_tokens=10, eos_token_ids=[7])
+    config = GenerationConfig(do_sample=True, temperature=0.8, top_k=40, top_p=0.9, repetition_penalty=1.3,
+                              min_new_tokens=10, eos_token_id=[7], max_new_tokens=20)
+    ours = process_logits(scores, ids, config, n_new_tokens=5)
     _assert_same_processed(ours, theirs)
 
 
@@ -188,7 +190,8 @@ def test_sampling_matches_the_processed_distribution():
     0.5 * sum(sqrt(p(1-p)/n)) < 0.01; the bound 0.03 is several standard deviations away,
     and the seed is fixed, so the test is deterministic and not flaky."""
     scores = np.log(np.array([[0.3, 0.2, 0.15, 0.1, 0.1, 0.05, 0.05, 0.03, 0.02, 1e-30]]))
-    scores = process_logits(scores.astype(np.float32), np.zeros((1, 1), int), do_sample=True, top_p=0.99)
+    scores = process_logits(scores.astype(np.float32), np.zeros((1, 1), int),
+                            GenerationConfig(do_sample=True, top_p=0.99))
     probs = softmax(scores.astype(np.float64))[0]
     assert probs[-1] == 0                                # top-p removed the last token
     rng = make_rng(1234)
@@ -554,7 +557,8 @@ class ScriptedModel:
 
     def __init__(self, script, vocab_size=50257, n_positions=1024):
         self.script = list(script)
-        self.config = type("Config", (), {"vocab_size": vocab_size, "n_positions": n_positions})()
+        self.config = type("Config", (), {"vocab_size": vocab_size, "n_positions": n_positions,
+                                          "eos_token_id": 50256})()
         self.prompt_length = None
 
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minigpt2.cache import KVCache
-from minigpt2.generate import StreamDecoder, make_rng, process_logits, sample_tokens, token_bytes_function
+from minigpt2.generate import StreamDecoder, token_bytes_function
+from minigpt2.generation_config import GenerationConfig
+from minigpt2.processors import make_rng, process_logits, sample_tokens
 
 
 class QueueFull(Exception):
@@ -94,6 +96,9 @@ class _Row:
         self.job = job
         self.greedy = job.temperature == 0
         self.rng = None if self.greedy else make_rng(job.seed)
+        # the processors' settings, as generate() would build them for this request (checked at entry)
+        self.settings = GenerationConfig(do_sample=not self.greedy, temperature=job.temperature or 1.0,
+                                         top_k=job.top_k, top_p=job.top_p)
         self.decoder = decoder
         self.ids = list(job.prompt_ids)     # prompt + generated (the processors read it)
         self.position = position            # position of the next token fed
@@ -242,9 +247,7 @@ class Batcher:
         """Pick the row's next token from logits [1, vocab], emit it; False when the row is done."""
         job = row.job
         scores = np.array(logits, dtype=np.float32)
-        scores = process_logits(scores, np.asarray([row.ids]), n_new_tokens=row.n_new, do_sample=not row.greedy,
-                                temperature=job.temperature, top_k=job.top_k, top_p=job.top_p,
-                                eos_token_ids=self.eos_token_ids)
+        scores = process_logits(scores, np.asarray([row.ids]), row.settings, n_new_tokens=row.n_new)
         token = int(np.argmax(scores[0]) if row.greedy else sample_tokens(scores, row.rng)[0])
         row.ids.append(token)
         row.n_new += 1

@@ -12,4 +12,7 @@
 
 from minigpt2.tokenizer.gpt2_tokenizer import ENDOFTEXT, PACKAGE_VOCAB_DIR, PRETOKENIZE_PATTERN, GPT2Tokenizer
 
-__all__ = ["ENDOFTEXT", "PACKAGE_VOCAB_DIR", "PRETOKENIZE_PATTERN", "GPT2Tokenizer"]
+# transformers' fast tokenizer gives the same ids: its name is this tokenizer, so that import keeps working
+GPT2TokenizerFast = GPT2Tokenizer
+
+__all__ = ["ENDOFTEXT", "PACKAGE_VOCAB_DIR", "PRETOKENIZE_PATTERN", "GPT2Tokenizer", "GPT2TokenizerFast"]
