@@ -12,7 +12,7 @@ the tokenizer alone never pays for importing Numba.
 
 import importlib
 
-__version__ = "0.1.0"
+from minigpt2.version import __version__  # noqa: F401  (minigpt2.__version__)
 
 # public name -> module that defines it
 _PUBLIC_NAMES = {

@@ -19,14 +19,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "minigpt2"
 
 # module (or subpackage) -> layer
 LAYERS = {
-    "minigpt2.config": 0,
+    "minigpt2.config": 0, "minigpt2.version": 0,
     "minigpt2.weights": 1,
     "minigpt2.tokenizer": 2, "minigpt2.ops": 2,
     "minigpt2.engine": 3,
     "minigpt2.cache": 4, "minigpt2.inputs": 4, "minigpt2.outputs": 4, "minigpt2.quantize": 4,
     "minigpt2.generate": 4,
     "minigpt2.model": 5, "minigpt2.heads": 5,
-    "minigpt2.scoring": 6, "minigpt2.verify": 6, "minigpt2.bench": 6,
+    "minigpt2.scoring": 6, "minigpt2.verify": 6, "minigpt2.verify_report": 6, "minigpt2.bench": 6,
     "minigpt2.cli": 7, "minigpt2.serve": 7,
     "minigpt2.__main__": 8, "minigpt2": 8,
 }
@@ -36,7 +36,7 @@ LATE_IMPORTS_ALLOWED = {"numba", "numpy", "torch", "transformers", "matplotlib",
                         "importlib", "shutil", "time", "pathlib", "zipfile", "hashlib", "tempfile"}
 MAX_LINES = 500
 # Modules still being split (each entry is removed when its split lands; none may grow meanwhile).
-OVER_LIMIT_FOR_NOW = {"cli.py": 690, "verify.py": 531, "weights/hub.py": 588, "tokenizer/gpt2_tokenizer.py": 797,
+OVER_LIMIT_FOR_NOW = {"weights/hub.py": 588, "tokenizer/gpt2_tokenizer.py": 797,
                       "generate.py": 535}
 
 
