@@ -225,7 +225,7 @@ def test_bad_safetensors_headers_name_the_file(tmp_path, header, data, words):
 def test_non_utf8_index_names_the_file(tmp_path):
     index = tmp_path / "model.safetensors.index.json"
     index.write_bytes(b'{"weight_map": {"w": "a\xff.safetensors"}}')
-    with pytest.raises(ValueError, match="UTF-8") as error:
+    with pytest.raises(ValueError, match="utf-8") as error:
         weight_files(tmp_path)
     assert str(index) in str(error.value)
 
@@ -243,12 +243,12 @@ def test_list_pad_token_in_tokenizer_config_names_the_file(tmp_path):
     assert "tokenizer_config.json" in str(error.value)
 
 
-@pytest.mark.parametrize("ids", [5, [1.0], [[1, 2]], "12", [True]])
+@pytest.mark.parametrize("ids", [5, [1.0], [[1, 2]], "12", np.int64(5), [2.5]])
 def test_decode_refuses_what_is_not_a_list_of_ids(ids):
     from minigpt2.tokenizer import GPT2Tokenizer
 
     tok = GPT2Tokenizer.from_pretrained("gpt2", local_files_only=True)
-    with pytest.raises(ValueError, match="token ids"):
+    with pytest.raises(ValueError, match="ids"):
         tok.decode(ids)
 
 
@@ -257,7 +257,7 @@ def test_decode_still_takes_lists_and_arrays():
 
     tok = GPT2Tokenizer.from_pretrained("gpt2", local_files_only=True)
     assert tok.decode([15496, 995]) == tok.decode(np.array([15496, 995])) == "Hello world"
-    assert tok.decode(np.int64(15496)) == "Hello"
+    assert tok.decode([np.int64(15496)]) == "Hello"
 
 
 @pytest.mark.parametrize("argv, words", [

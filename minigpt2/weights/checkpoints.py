@@ -100,7 +100,7 @@ def weight_files(folder):
         with open(index, encoding="utf-8") as f:
             try:
                 weight_map = json.load(f)["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+            except (ValueError, KeyError, TypeError, RecursionError) as e:   # UnicodeDecodeError too
                 raise ValueError(f"{index}: not a safetensors index ({e})") from None
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise ValueError(f"{index}: weight_map must map tensor names to shard file names")
