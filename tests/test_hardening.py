@@ -268,6 +268,6 @@ def test_decode_still_takes_lists_and_arrays():
     (["--rounds", "0"], "--rounds"),
 ])
 def test_bench_refuses_bad_numbers_before_running(capsys, original, argv, words):
-    code = main(["bench", "--model", str(original), "--quick", *argv])
+    code = main(["bench", "--model", str(original), "--quick", "--lengths", "8", "--new-tokens", "4", *argv])
     out, err = capsys.readouterr()
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1 and words in err, err

@@ -45,24 +45,29 @@ def add_bench_command(subparsers):
         from minigpt2 import bench
         from minigpt2.config import PRESETS
 
+        from minigpt2.config import GPT2Config
+
         if args.batch < 1 or args.threads < 1:
             raise ValueError("--batch and --threads must be at least 1")
         if args.model in PRESETS:
-            folder = bench.write_random_checkpoint(bench.default_folder(args.model), args.model)
+            config = GPT2Config.from_pretrained(args.model)
         elif os.path.isdir(args.model):
             from minigpt2.weights.checkpoints import weight_files
-            from minigpt2.config import GPT2Config
 
-            GPT2Config.from_pretrained(args.model)   # here, not as a traceback from every worker
+            config = GPT2Config.from_pretrained(args.model)   # here, not as a traceback from every worker
             weight_files(args.model)
-            folder = args.model
         else:
             raise ValueError(f"--model must be one of {sorted(PRESETS)} or a folder, got {args.model!r}")
-        if args.compare_transformers and not bench.transformers_available():
-            raise ValueError("--compare-transformers needs torch and transformers installed")
         lengths = args.lengths or ([128] if args.quick else [128, 512, 1024])
         new_tokens = args.new_tokens if args.new_tokens is not None else (32 if args.quick else 128)
-        rounds = args.rounds or (1 if args.quick else 2)
+        rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
+        check_bench_numbers(lengths, new_tokens, rounds, config.n_positions)   # before any worker starts
+        if args.compare_transformers and not bench.transformers_available():
+            raise ValueError("--compare-transformers needs torch and transformers installed")
+        if args.model in PRESETS:
+            folder = bench.write_random_checkpoint(bench.default_folder(args.model), args.model)
+        else:
+            folder = args.model
         precision = args.matmul_precision
         suffix = "" if precision == "highest" else f", {precision}"
         name = f"numba {args.dtype}{suffix}"
@@ -87,3 +92,18 @@ def add_bench_command(subparsers):
                   + " That is per sequence: a batch shares each step's weights.")
 
     parser.set_defaults(run=run)
+
+
+def check_bench_numbers(lengths, new_tokens, rounds, n_positions):
+    """ValueError unless every prefill length and the decode run fit the model's context and
+    there is at least one round (else the table would be empty, or the workers would fail)."""
+    from minigpt2.bench import PROMPT_TOKENS
+
+    bad = [n for n in lengths if not 1 <= n <= n_positions]
+    if bad:
+        raise ValueError(f"--lengths must be between 1 and the model's context {n_positions}, got {bad[0]}")
+    if not 0 <= new_tokens <= n_positions - PROMPT_TOKENS:
+        raise ValueError(f"--new-tokens must be between 0 and {n_positions - PROMPT_TOKENS} (the context "
+                         f"{n_positions} less the {PROMPT_TOKENS}-token prompt), got {new_tokens}")
+    if rounds < 1:
+        raise ValueError(f"--rounds must be at least 1, got {rounds}")
