@@ -11,6 +11,7 @@ the tokenizer alone never pays for importing Numba.
 """
 
 import importlib
+import importlib.util
 
 from minigpt2.version import __version__  # noqa: F401  (minigpt2.__version__)
 
@@ -35,4 +36,7 @@ __all__ = sorted(_PUBLIC_NAMES)
 def __getattr__(name):
     if name in _PUBLIC_NAMES:
         return getattr(importlib.import_module(_PUBLIC_NAMES[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"minigpt2.{name}") is not None:
+        # a submodule on first use: `import minigpt2; minigpt2.engine.amx.available()`
+        return importlib.import_module(f"minigpt2.{name}")
     raise AttributeError(f"module 'minigpt2' has no attribute {name!r}")

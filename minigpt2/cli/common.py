@@ -1,6 +1,8 @@
 """What the commands share: the --model / --dtype arguments, loading a model (with the offline
 fallback to the bundled demo model), command-line escapes, and a reader leaving the pipe."""
 
+import os
+import re
 import sys
 
 DEFAULT_MODEL = "gpt2"
@@ -21,9 +23,19 @@ def model_folder(name):
             folder = hub.resolve_model_folder(FALLBACK_MODEL, local_files_only=True)
         except (hub.HubError, ValueError):
             raise error from None
-        print(f"minigpt2: {DEFAULT_MODEL} is not available ({error}); running the bundled demo "
-              f"model {FALLBACK_MODEL!r} instead", file=sys.stderr)
+        print(f"minigpt2: {DEFAULT_MODEL} not available ({short_reason(error)}); using the bundled demo "
+              f"model {FALLBACK_MODEL}", file=sys.stderr)
         return folder
+
+
+def short_reason(error, width=40):
+    """The gist of why the default model could not be had, for a one-line note: the first short
+    parenthesis of the hub's error ("Connection refused", "HF_HUB_OFFLINE=1"), else its start."""
+    text = " ".join(str(error).split())
+    found = re.search(r"\(([^()]{1,%d})\)" % width, text)
+    if found:
+        return found.group(1)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def load(name, backend="numba", dtype="auto", matmul_precision="highest"):
@@ -80,3 +92,63 @@ def add_dtype_argument(parser):
                         help="medium: the prompt's matmuls and attention use bfloat16 products on AMX tiles "
                              "where the CPU has them (faster, logits move as with bfloat16 weights); decode "
                              "steps stay float32 (default: highest = float32 products)")
+
+
+def read_utf8(path_or_stream, name):
+    """The text of a file (or a binary stream such as sys.stdin.buffer); non-UTF-8 bytes are a
+    ValueError "NAME is not UTF-8 text (invalid start byte at byte N)"."""
+    if hasattr(path_or_stream, "read"):
+        data = path_or_stream.read()
+    else:
+        with open(path_or_stream, "rb") as f:
+            data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{name} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def stdin_text():
+    """Standard input as text, its bytes decoded strictly (never a lone surrogate)."""
+    return read_utf8(getattr(sys.stdin, "buffer", None) or sys.stdin, "standard input")
+
+
+def kernel_cache_is_cold(engine_folder=None):
+    """True when the first call will compile the engine's kernels (seconds), as far as a cheap
+    look at Numba's on-disk cache can tell: no cache index (<module>.<function>-<line>.py3X.nbi
+    in engine/__pycache__) for this Python at all, or a module newer than its own indexes (Numba
+    then recompiles it). Modules without any index are not counted (amx.py compiles only where
+    the CPU has AMX). Unknown (NUMBA_CACHE_DIR elsewhere, NUMBA_DISABLE_JIT): False."""
+    from pathlib import Path
+
+    if os.environ.get("NUMBA_CACHE_DIR") or os.environ.get("NUMBA_DISABLE_JIT") == "1":
+        return False
+    folder = Path(engine_folder) if engine_folder else Path(__file__).resolve().parent.parent / "engine"
+    tag = f".py{sys.version_info.major}{sys.version_info.minor}.nbi"
+    indexes = list((folder / "__pycache__").glob(f"*{tag}")) if (folder / "__pycache__").is_dir() else []
+    if not indexes:
+        return True
+    newest = {}                                        # module -> newest index time
+    for index in indexes:
+        module = index.name.split(".", 1)[0]
+        newest[module] = max(newest.get(module, 0.0), index.stat().st_mtime)
+    return any((folder / f"{module}.py").is_file() and (folder / f"{module}.py").stat().st_mtime > stamp
+               for module, stamp in newest.items())
+
+
+def warm_up(model):
+    """Run the kernels a generation uses (a 2-token prompt pass and one decode step) once, so
+    that compiling or loading them is not counted as the prompt's time. Says so on stderr when
+    the compile will take seconds."""
+    import numpy as np
+
+    if getattr(model, "backend", None) != "numba":
+        return
+    if kernel_cache_is_cold():
+        print("minigpt2: compiling kernels (once)...", file=sys.stderr, flush=True)
+    ids = np.zeros((1, 2), dtype=np.int64)
+    mask = np.ones((1, 2), dtype=np.int64)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=np.arange(2)[None, :], use_cache=True,
+                logits_to_keep=1)
+    model(input_ids=ids[:, :1], attention_mask=np.ones((1, 3), dtype=np.int64),
+          position_ids=np.array([[2]]), past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)

@@ -1,10 +1,9 @@
 """`minigpt2 generate PROMPT`."""
 
 import argparse
-import os
 import sys
 
-from minigpt2.cli.common import add_dtype_argument, add_model_arguments, load, unescape
+from minigpt2.cli.common import add_dtype_argument, add_model_arguments, load, unescape, warm_up
 
 
 def add_generate_command(subparsers):
@@ -53,45 +52,52 @@ def add_generate_command(subparsers):
         model, tokenizer, _ = load(args.model, args.backend, args.dtype, args.matmul_precision)
         loaded = time.perf_counter() - start
         ids = tokenizer.encode(args.prompt) or [tokenizer.eos_token_id]
-        steps = gen.iter_generate(
+        steps = gen.iter_generate(           # checks the settings: an error comes before any output
             model, [ids], max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
             repetition_penalty=args.repetition_penalty, seed=args.seed,
             stop=[unescape(s) for s in args.stop], tokenizer=tokenizer, crop=args.crop,
             eos_token_id=tokenizer.eos_token_id)
-        times = []
-        try:
-            sys.stdout.write(args.prompt)
-            sys.stdout.flush()
-            for step in steps:
-                times.append(step.seconds)
-                if step.texts[0]:
-                    sys.stdout.write(step.texts[0])
-                    sys.stdout.flush()
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # the reader left (`| head`): stop quietly; point stdout at devnull so the
-            # interpreter's final flush does not fail again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-        print(timing_line(len(ids), times, loaded, args.timing), file=sys.stderr)
+        start = time.perf_counter()
+        warm_up(model)                       # compiling / loading kernels is not the prompt's time
+        kernels = time.perf_counter() - start
+        times, ended_by = [], None
+        sys.stdout.write(args.prompt)        # a closed pipe (`| head`) ends quietly in main()
+        sys.stdout.flush()
+        for step in steps:
+            times.append(step.seconds)
+            if step.texts[0]:
+                sys.stdout.write(step.texts[0])
+                sys.stdout.flush()
+            if step.finished[0]:
+                ended_by = "<|endoftext|>" if int(step.tokens[0]) == tokenizer.eos_token_id else "a stop string"
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        print(timing_line(len(ids), times, loaded + kernels, args.timing, ended_by, kernels), file=sys.stderr)
         return 0
 
     parser.set_defaults(run=run)
 
 
-def timing_line(n_prompt, step_seconds, load_seconds, detailed):
+def plural(n, word):
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def timing_line(n_prompt, step_seconds, load_seconds, detailed, ended_by=None, kernel_seconds=0.0):
     """'prompt: 9 tokens, 310.2 tokens/s | generated: 50 tokens, 24.7 tokens/s'. The first step
-    is the prompt pass (it also makes the first token); the others are one token each."""
+    is the prompt pass (it also makes the first token); the others are one token each. A last
+    token that ended the text (<|endoftext|>, or one that completed a stop string: ended_by says
+    which) is not counted as generated: the count is of the tokens whose text was kept."""
     if not step_seconds:
-        return f"prompt: {n_prompt} tokens | generated: 0 tokens"
+        return f"prompt: {plural(n_prompt, 'token')} | generated: 0 tokens"
     prefill, decode = step_seconds[0], step_seconds[1:]
-    parts = [f"prompt: {n_prompt} tokens, {n_prompt / prefill:.1f} tokens/s",
-             f"generated: {len(step_seconds)} tokens"
-             + (f", {len(decode) / sum(decode):.1f} tokens/s" if decode and sum(decode) > 0 else "")]
+    kept = len(step_seconds) - (ended_by is not None)
+    parts = [f"prompt: {plural(n_prompt, 'token')}, {n_prompt / prefill:.1f} tokens/s",
+             f"generated: {plural(kept, 'token')}"
+             + (f", {len(decode) / sum(decode):.1f} tokens/s" if decode and sum(decode) > 0 else "")
+             + (f" (ended by {ended_by})" if ended_by else "")]
     if detailed:
-        parts.append(f"load {load_seconds:.2f} s, prompt pass {1000 * prefill:.1f} ms "
+        parts.append(f"load {load_seconds:.2f} s (kernels {kernel_seconds:.2f} s), prompt pass {1000 * prefill:.1f} ms "
                      f"({1000 * prefill / n_prompt:.2f} ms/token)"
                      + (f", {1000 * sum(decode) / len(decode):.2f} ms/new token" if decode else ""))
     return " | ".join(parts)

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from minigpt2.cli.common import add_dtype_argument, add_model_arguments, load
+from minigpt2.cli.common import add_dtype_argument, add_model_arguments, load, read_utf8
 
 
 def add_score_command(subparsers):
@@ -25,21 +25,21 @@ def add_score_command(subparsers):
     add_model_arguments(parser)
     add_dtype_argument(parser)
     parser.add_argument("--stride", type=int, default=None, metavar="S",
-                        help="sliding-window step for long texts (default: half the context)")
+                        help="sliding-window step for long texts (default: half the context; at most the "
+                             "context, which a longer stride is cut to)")
     parser.add_argument("--per-token", action="store_true", help="print a table of tokens and log-probabilities")
 
     def run(args):
         from minigpt2.scoring import score
 
-        if args.file is not None:
-            try:
-                with open(args.file, encoding="utf-8") as f:
-                    text = f.read()
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{args.file} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-        else:
-            text = args.text
+        text = read_utf8(args.file, args.file) if args.file is not None else args.text
         model, tokenizer, _ = load(args.model, args.backend, args.dtype, args.matmul_precision)
+        context = model.config.n_positions
+        if args.stride is not None and args.stride > context:
+            # a window moves at most its own length: take the model's context (one line on stderr)
+            print(f"minigpt2: --stride {args.stride} is longer than the model's context; using {context}",
+                  file=sys.stderr)
+            args.stride = context
         ids = tokenizer.encode(text, allowed_special=())   # text, never control tokens
         if len(ids) < 2:
             raise ValueError(f"the text has {len(ids)} token(s); scoring needs at least 2 (the first is only context)")

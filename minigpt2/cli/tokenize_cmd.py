@@ -1,6 +1,6 @@
 """`minigpt2 tokenize TEXT`."""
 
-import sys
+from minigpt2.cli.common import stdin_text
 
 
 def add_tokenize_command(subparsers):
@@ -24,7 +24,7 @@ def add_tokenize_command(subparsers):
     def run(args):
         from minigpt2.tokenizer import GPT2Tokenizer
 
-        text = sys.stdin.read() if args.text == "-" else args.text
+        text = stdin_text() if args.text == "-" else args.text
         tok = GPT2Tokenizer.from_pretrained(args.model, add_prefix_space=args.add_prefix_space)
         if args.decode:
             try:
