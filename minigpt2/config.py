@@ -150,8 +150,11 @@ class GPT2Config:
     @num_labels.setter
     def num_labels(self, n):
         """As transformers: setting num_labels resets the label names to LABEL_0..LABEL_{n-1}."""
-        if not is_int(n) or not 0 <= n <= MAX_NUM_LABELS:
-            raise ValueError(f"GPT2Config.num_labels must be an int from 0 to {MAX_NUM_LABELS}, got {n!r}")
+        if not is_int(n) or n < 0:
+            raise ValueError(f"GPT2Config.num_labels must be an int >= 0, got {n!r}")
+        if n > MAX_NUM_LABELS:
+            raise ValueError(f"GPT2Config.num_labels {n} is more than the {MAX_NUM_LABELS} labels minigpt2 "
+                             f"builds names for; is this config.json damaged?")
         self.id2label = {i: f"LABEL_{i}" for i in range(n)}
         self.label2id = {v: k for k, v in self.id2label.items()}
 
