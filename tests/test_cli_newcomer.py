@@ -222,3 +222,13 @@ def test_readme_sequence_classification_output_is_what_the_code_prints(capsys, m
     monkeypatch.chdir(ROOT)
     exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out == shown
+
+
+def test_generate_ordinary_reads_special_tokens_in_the_prompt_as_text(capsys, model_folder):
+    prompt = "Hi<|endoftext|>"
+    tok = GPT2Tokenizer.from_pretrained(model_folder)
+    for flags, ids in (([], tok.encode("Hi") + [50256]), (["--ordinary"], tok.encode(prompt, allowed_special=()))):
+        code, out, err = run_cli(capsys, "generate", prompt, "--model", model_folder, "--backend", "numpy",
+                                 "--max-new-tokens", 0, *flags)
+        assert code == 0 and f"prompt: {len(ids)} tokens" in err, err
+    assert len(tok.encode(prompt, allowed_special=())) == 8        # Hi < | end of text | >: not one token

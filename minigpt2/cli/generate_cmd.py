@@ -40,6 +40,8 @@ def add_generate_command(subparsers):
     parser.add_argument("--crop", action="store_true",
                         help="past the model's context (1024 tokens for GPT-2) keep going on its last "
                              "tokens (slower) instead of stopping with an error")
+    parser.add_argument("--ordinary", action="store_true",
+                        help='read "<|endoftext|>" in PROMPT as plain text instead of the control token 50256')
     parser.add_argument("--timing", action="store_true",
                         help="also print load time and milliseconds per token on stderr")
 
@@ -51,7 +53,9 @@ def add_generate_command(subparsers):
         start = time.perf_counter()
         model, tokenizer, _ = load(args.model, args.backend, args.dtype, args.matmul_precision)
         loaded = time.perf_counter() - start
-        ids = tokenizer.encode(args.prompt) or [tokenizer.eos_token_id]
+        # --ordinary: "<|endoftext|>" typed in the prompt is text, as generate.stream(allowed_special=())
+        allowed = () if args.ordinary else "all"
+        ids = tokenizer.encode(args.prompt, allowed_special=allowed, disallowed_special=()) or [tokenizer.eos_token_id]
         steps = gen.iter_generate(           # checks the settings: an error comes before any output
             model, [ids], max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
