@@ -136,19 +136,23 @@ def kernel_cache_is_cold(engine_folder=None):
                for module, stamp in newest.items())
 
 
-def warm_up(model):
-    """Run the kernels a generation uses (a 2-token prompt pass and one decode step) once, so
-    that compiling or loading them is not counted as the prompt's time. Says so on stderr when
-    the compile will take seconds."""
+WARM_UP_MAX_TOKENS = 128    # above every row threshold of engine/policy.py: longer prompts run the same kernels
+
+
+def warm_up(model, n_prompt=2):
+    """Run the kernels a generation uses once (a prompt pass of the prompt's length, at most
+    WARM_UP_MAX_TOKENS, and one decode step), so that compiling or loading them is not counted
+    as the prompt's time; the engine picks kernels by row count, hence the prompt's length. Says
+    so on stderr when the compile will take seconds."""
     import numpy as np
 
     if getattr(model, "backend", None) != "numba":
         return
     if kernel_cache_is_cold():
         print("minigpt2: compiling kernels (once)...", file=sys.stderr, flush=True)
-    ids = np.zeros((1, 2), dtype=np.int64)
-    mask = np.ones((1, 2), dtype=np.int64)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=np.arange(2)[None, :], use_cache=True,
-                logits_to_keep=1)
-    model(input_ids=ids[:, :1], attention_mask=np.ones((1, 3), dtype=np.int64),
-          position_ids=np.array([[2]]), past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+    n = max(1, min(n_prompt, WARM_UP_MAX_TOKENS, model.config.n_positions - 1))
+    ids = np.zeros((1, n), dtype=np.int64)                                      # [1, n]
+    out = model(input_ids=ids, attention_mask=np.ones((1, n), dtype=np.int64),
+                position_ids=np.arange(n)[None, :], use_cache=True, logits_to_keep=1)
+    model(input_ids=ids[:, :1], attention_mask=np.ones((1, n + 1), dtype=np.int64),
+          position_ids=np.array([[n]]), past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)

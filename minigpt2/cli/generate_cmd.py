@@ -63,7 +63,7 @@ def add_generate_command(subparsers):
             stop=[unescape(s) for s in args.stop], tokenizer=tokenizer, crop=args.crop,
             eos_token_id=tokenizer.eos_token_id)
         start = time.perf_counter()
-        warm_up(model)                       # compiling / loading kernels is not the prompt's time
+        warm_up(model, len(ids))             # compiling / loading kernels is not the prompt's time
         kernels = time.perf_counter() - start
         times, ended_by = [], None
         sys.stdout.write(args.prompt)        # a closed pipe (`| head`) ends quietly in main()
