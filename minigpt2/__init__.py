@@ -11,8 +11,9 @@ the tokenizer alone never pays for importing Numba.
 """
 
 import importlib
+import importlib.util
 
-__version__ = "0.1.0"
+from minigpt2.version import __version__  # noqa: F401  (minigpt2.__version__)
 
 # public name -> module that defines it
 _PUBLIC_NAMES = {
@@ -38,4 +39,7 @@ __all__ = sorted(_PUBLIC_NAMES)
 def __getattr__(name):
     if name in _PUBLIC_NAMES:
         return getattr(importlib.import_module(_PUBLIC_NAMES[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"minigpt2.{name}") is not None:
+        # a submodule on first use: `import minigpt2; minigpt2.engine.amx.available()`
+        return importlib.import_module(f"minigpt2.{name}")
     raise AttributeError(f"module 'minigpt2' has no attribute {name!r}")

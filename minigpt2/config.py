@@ -14,6 +14,9 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 
 CONFIG_NAME = "config.json"
+# num_labels builds one name per label and a classification head one row per label: a bound keeps
+# a config.json from asking for a billion of them (ImageNet-22k, among the largest label sets, has 21,843)
+MAX_NUM_LABELS = 100_000
 
 # HF alias -> our field (transformers' GPT2Config.attribute_map; n_ctx is the pre-v5 name).
 ALIASES = {
@@ -88,6 +91,7 @@ class GPT2Config:
             setattr(self, name, value)
         extra.update(kwargs)                      # what is left is unknown to us
         self.extra = extra
+        self._check_labels()
         # JSON object keys are strings; labels are looked up by int.
         self.id2label = {int(k): v for k, v in self.id2label.items()}
         self.label2id = {k: int(v) for k, v in self.label2id.items()}
@@ -95,7 +99,26 @@ class GPT2Config:
             self.num_labels = num_labels
         self._validate()
 
+    def _check_labels(self):
+        """id2label {int or digit string: str}, label2id {str: int}, at most MAX_NUM_LABELS each."""
+        for name, keys_are_ids in (("id2label", True), ("label2id", False)):
+            labels = getattr(self, name)
+            if not isinstance(labels, dict):
+                raise ValueError(f"GPT2Config.{name} must be a JSON object (a dict), got {type(labels).__name__}")
+            if len(labels) > MAX_NUM_LABELS:
+                raise ValueError(f"GPT2Config.{name} has {len(labels)} labels, more than {MAX_NUM_LABELS}")
+            for key, value in labels.items():
+                label_id, label = (key, value) if keys_are_ids else (value, key)
+                if not (is_int(label_id) or (isinstance(label_id, str) and label_id.strip().lstrip("-").isdigit()
+                                             and len(label_id) < 20)):
+                    raise ValueError(f"GPT2Config.{name}: label id {label_id!r} is not an integer")
+                if not isinstance(label, str):
+                    raise ValueError(f"GPT2Config.{name}: label {label!r} is not a string")
+
     def _validate(self):
+        if not isinstance(self.activation_function, str):
+            raise ValueError(f"GPT2Config.activation_function must be a string such as 'gelu_new', "
+                             f"got {self.activation_function!r}")
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -127,8 +150,11 @@ class GPT2Config:
     @num_labels.setter
     def num_labels(self, n):
         """As transformers: setting num_labels resets the label names to LABEL_0..LABEL_{n-1}."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if not is_int(n) or n < 0:
             raise ValueError(f"GPT2Config.num_labels must be an int >= 0, got {n!r}")
+        if n > MAX_NUM_LABELS:
+            raise ValueError(f"GPT2Config.num_labels {n} is more than the {MAX_NUM_LABELS} labels minigpt2 "
+                             f"builds names for; is this config.json damaged?")
         self.id2label = {i: f"LABEL_{i}" for i in range(n)}
         self.label2id = {v: k for k, v in self.id2label.items()}
 
@@ -214,6 +240,10 @@ class GPT2Config:
             raise ValueError(f"{folder} is a file; save_pretrained needs a folder to write {CONFIG_NAME} into")
         os.makedirs(folder, exist_ok=True)
         self.to_json_file(os.path.join(folder, CONFIG_NAME))
+
+
+def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_repo_id_of_preset(name):

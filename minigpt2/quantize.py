@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from minigpt2.config import GPT2Config
-from minigpt2.weights.checkpoints import expected_body_shapes
+from minigpt2.weights.checkpoints import check_config_fits_weights, expected_body_shapes
 from minigpt2.weights.packed import DTYPES, PackedWeight
 from minigpt2.weights.safetensors import SafetensorsFile, load_metadata, save_file
 
@@ -143,35 +143,84 @@ def stored_dtype(folder):
 
 def load_converted_weights(folder):
     """Read a folder written by save_converted: (config, {checkpoint name: array or PackedWeight},
-    source). The packed arrays stay memory-mapped (no copy); a model class takes the dict as it is."""
+    source). The packed arrays stay memory-mapped (no copy); a model class takes the dict as it is.
+
+    Every tensor is checked before any kernel can see it, as a checkpoint's are: the config must
+    fit the weights (checked first, so a config cannot make the loader build what the file does
+    not hold), each packed matrix has the data dtype of its storage and its shape, an int8 one a
+    float32 scale per row, each small tensor float32 and its shape, and no tensor is left over.
+    """
     path = os.path.join(os.fspath(folder), "model.safetensors")
     f = SafetensorsFile(path)
     storage = f.metadata.get("minigpt2.dtype")
     if storage not in DTYPES[1:]:
         raise ValueError(f"{path} was not written by save_converted (no 'minigpt2.dtype' in its metadata)")
     config = GPT2Config.from_pretrained(folder)
+    suffix = f".{storage}"
+    # the logical shape of each stored matrix, read from the header only
+    header_shapes = {}
+    for key in f.keys():
+        name = key[:-len(suffix)] if key.endswith(suffix) else key
+        shape = f.shape(key)
+        if key.endswith(suffix) and len(shape) == 2 and name != "wte.weight" and name != "lm_head.weight":
+            shape = shape[::-1]                               # stored one output channel per row
+        header_shapes.setdefault(name, shape)
+    check_config_fits_weights(header_shapes, config, path)
     shapes = expected_body_shapes(config)
+    packed_names = [name for name in shapes
+                    if name == "wte.weight" or name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))]
+    if not config.tie_word_embeddings:
+        packed_names.append("lm_head.weight")
     shapes_with_head = {**shapes, "lm_head.weight": shapes["wte.weight"]}
+    used = set()
+
+    stored_as = "I8" if storage == "int8" else "U16"         # bfloat16 / float16 bits are stored as U16
 
     def packed(name, rows_are_outputs):
-        key = f"{name}.{storage}"
+        key = f"{name}{suffix}"
         if key not in f:
             raise ValueError(f"{path}: missing tensor {key!r}")
+        if f.dtype(key) != stored_as or len(f.shape(key)) != 2:
+            raise ValueError(f"{path}: tensor {key!r} is {f.dtype(key)} of shape {list(f.shape(key))}; "
+                             f"a {storage} folder stores a 2-D {stored_as} array")
         data = f.get(key)
         data = data.view(np.float16) if storage == "float16" else data
-        scale = f.get(f"{name}.scale") if storage == "int8" else None
+        used.add(key)
+        scale = None
+        if storage == "int8":
+            scale_key = f"{name}.scale"
+            if scale_key not in f:
+                raise ValueError(f"{path}: missing tensor {scale_key!r} (the scales of int8 tensor {key!r})")
+            if f.dtype(scale_key) != "F32" or f.shape(scale_key) != data.shape[:1]:
+                raise ValueError(f"{path}: tensor {scale_key!r} is {f.dtype(scale_key)} of shape "
+                                 f"{list(f.shape(scale_key))}; expected F32 of shape [{data.shape[0]}], "
+                                 f"one scale per row of {key!r}")
+            scale = f.get(scale_key)
+            used.add(scale_key)
         weight = PackedWeight(data, scale, storage, rows_are_outputs)
         if weight.shape != shapes_with_head[name]:
             raise ValueError(f"{path}: tensor {key!r} holds a {weight.shape} weight, expected "
                              f"{shapes_with_head[name]}")
+        weight.check(key, path)                             # the same rule GPT2Model applies
         return weight
 
     weights = {}
-    for name in shapes:
-        if name == "wte.weight" or name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
-            weights[name] = packed(name, rows_are_outputs=name != "wte.weight")
-        elif name in f:
-            weights[name] = f.get(name)
-    if f"lm_head.weight.{storage}" in f:                     # an untied LM head
-        weights["lm_head.weight"] = packed("lm_head.weight", rows_are_outputs=False)
+    for name in packed_names:
+        weights[name] = packed(name, rows_are_outputs=name not in ("wte.weight", "lm_head.weight"))
+    for name, shape in shapes.items():
+        if name in weights:
+            continue
+        if name not in f:
+            raise ValueError(f"{path}: missing tensor {name!r} (expected shape {list(shape)})")
+        if f.dtype(name) != "F32" or f.shape(name) != shape:
+            raise ValueError(f"{path}: tensor {name!r} is {f.dtype(name)} of shape {list(f.shape(name))}; "
+                             f"expected F32 of shape {list(shape)}")
+        weights[name] = f.get(name)
+        used.add(name)
+    unused = [key for key in f.keys() if key not in used]
+    if unused:
+        more = f" (and {len(unused) - 1} more)" if len(unused) > 1 else ""
+        raise ValueError(f"{path}: tensor {unused[0]!r}{more} is not used by the model config.json describes "
+                         f"(n_layer={config.n_layer}, tie_word_embeddings={config.tie_word_embeddings}); "
+                         f"was the folder changed after save_converted?")
     return config, weights, path

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigpt2 import verify
+from minigpt2 import verify, verify_report
 from minigpt2.cli import main
 from minigpt2.model import GPT2LMHeadModel
 from minigpt2.weights.safetensors import load_file, save_file
@@ -154,7 +154,7 @@ def test_diff_place_in_chunks_equals_one_pass(monkeypatch):
     ours = ref + 1e-3 * rng.standard_normal(ref.shape)
     ours[1, 5, 2] += 0.5                                     # the largest difference, in a late chunk
     whole = verify.diff_place("x", ours, ref, 1e-2)
-    monkeypatch.setattr(verify, "CHUNK_ELEMENTS", 40)        # 1 row of 33 per chunk
+    monkeypatch.setattr(verify_report, "CHUNK_ELEMENTS", 40)        # 1 row of 33 per chunk
     chunked = verify.diff_place("x", ours, ref, 1e-2)
     assert chunked.max_abs == whole.max_abs == np.abs(ours - ref).max()
     assert chunked.max_rel == whole.max_rel and chunked.cosine == pytest.approx(whole.cosine, abs=1e-15)

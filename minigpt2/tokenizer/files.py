@@ -107,6 +107,8 @@ def read_tokenizer_config(folder):
         value = config.get(key)
         if isinstance(value, dict):            # AddedToken written as {"content": ...}
             value = value.get("content")
+        if key == "pad_token" and value is not None and not isinstance(value, str):
+            raise ValueError(f"{path}: pad_token must be a token string such as '<|endoftext|>', got {value!r}")
         if value is not None:
             settings[key] = value
     max_length = config.get("model_max_length")

@@ -21,6 +21,7 @@ truncation, padding) in encode_call.py; this file is the class that joins them.
 """
 
 import functools
+import operator
 import re
 from itertools import chain
 
@@ -362,7 +363,7 @@ class GPT2Tokenizer:
         if type(ids) is not list:
             ids = _as_id_list(ids)
         try:
-            return b"".join(map(self._id_to_bytes.__getitem__, ids))
+            return b"".join(map(self._id_to_bytes.__getitem__, map(operator.index, ids)))  # 1.0 is no id
         except (KeyError, TypeError):
             bad = next(i for i in ids if not isinstance(i, int) or i not in self._id_to_bytes)
             if isinstance(bad, (list, tuple)):
@@ -453,7 +454,7 @@ class GPT2Tokenizer:
         if isinstance(token, int):
             raise ValueError(f"pad_token is a token string such as '<|endoftext|>', got the int {token}; "
                              "to set it by id, set pad_token_id")
-        if token is not None and token not in self.encoder:
+        if token is not None and (not isinstance(token, str) or token not in self.encoder):
             raise ValueError(f"pad_token {token!r} is not in the vocabulary")
         self._pad_token = token
 
@@ -478,15 +479,13 @@ class GPT2Tokenizer:
 
 
 def _as_id_list(ids):
-    """A list of Python ints from a list, tuple, NumPy array or a single id."""
+    """A list of Python ints from a list, tuple or NumPy array (a single id is refused: decode([5]))."""
     if hasattr(ids, "tolist"):       # NumPy array or scalar
         if getattr(ids, "dtype", None) is not None and ids.dtype.kind not in "iu" and ids.size:
             raise ValueError(f"token ids must be integers, got an array of dtype {ids.dtype}")
         ids = ids.tolist()
-    if isinstance(ids, int):
-        return [ids]
-    if ids is None or isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
-        raise ValueError(f"token ids must be a list of ints, got {type(ids).__name__}")
+    if ids is None or isinstance(ids, (str, bytes, int, float)) or not hasattr(ids, "__iter__"):
+        raise ValueError(f"token ids must be a list of ints, got {type(ids).__name__} {ids!r:.40}")
     return list(ids)
 
 

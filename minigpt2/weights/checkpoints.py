@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 
+from minigpt2.weights.packed import PackedWeight
 from minigpt2.weights.safetensors import SafetensorsFile
 
 WEIGHTS_NAME = "model.safetensors"
@@ -47,15 +48,45 @@ def expected_body_shapes(config):
     return shapes
 
 
+def check_config_fits_weights(shapes, config, source="weights"):
+    """Raise ValueError when the config describes a bigger model than the tensors hold.
+
+    shapes: {unprefixed body name: shape}. Run before anything sized by the config is built, so
+    a config.json with n_layer=10_000_000 beside a small file fails at once, naming the
+    mismatch, instead of first listing 120 million tensor names. The width and context checks
+    are the shapes of wte and wpe; the number of blocks is the highest h.N in the weights.
+    """
+    layers = {int(name.split(".")[1]) for name in shapes
+              if name.startswith("h.") and name.split(".")[1].isdigit()}
+    n_stored = max(layers) + 1 if layers else 0
+    if config.n_layer > n_stored:
+        raise ValueError(f"{source}: the config says n_layer={config.n_layer} but the weights hold "
+                         f"{n_stored} layers (h.0 to h.{n_stored - 1}); does config.json belong to these weights?")
+    for name, shape in (("wte.weight", (config.vocab_size, config.n_embd)),
+                        ("wpe.weight", (config.n_positions, config.n_embd))):
+        if name in shapes and tuple(shapes[name]) != shape:
+            raise ValueError(f"{source}: tensor {name!r} has shape {list(shapes[name])}, expected "
+                             f"{list(shape)} from the config (vocab_size, n_positions, n_embd)")
+
+
 def check_body_weights(weights, config, source="weights"):
-    """Raise ValueError naming the first tensor that is missing or has the wrong shape."""
+    """Raise ValueError naming the first tensor that is missing, has the wrong shape, or a dtype
+    the kernels cannot read (float arrays; PackedWeight data and scales as PackedWeight.check says)."""
+    check_config_fits_weights({name: np.shape(array) for name, array in weights.items()}, config, source)
     for name, shape in expected_body_shapes(config).items():
         if name not in weights:
             raise ValueError(f"{source}: missing tensor {name!r} (expected shape {list(shape)})")
-        actual = tuple(np.shape(weights[name]))
+        array = weights[name]
+        actual = tuple(np.shape(array))
         if actual != shape:
             raise ValueError(f"{source}: tensor {name!r} has shape {list(actual)}, expected "
                              f"{list(shape)} from the config")
+        if isinstance(array, PackedWeight):
+            array.check(name, source)
+        elif np.asarray(array).dtype.kind != "f":
+            # integer or bool weights would be used as numbers without complaint: garbage logits
+            raise ValueError(f"{source}: tensor {name!r} has dtype {np.asarray(array).dtype}; GPT-2 weights "
+                             "must be floating point")
 
 
 def weight_files(folder):
@@ -69,7 +100,7 @@ def weight_files(folder):
         with open(index, encoding="utf-8") as f:
             try:
                 weight_map = json.load(f)["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+            except (ValueError, KeyError, TypeError, RecursionError) as e:   # UnicodeDecodeError too
                 raise ValueError(f"{index}: not a safetensors index ({e})") from None
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise ValueError(f"{index}: weight_map must map tensor names to shard file names")
@@ -151,6 +182,7 @@ def load_weights(folder, config):
     body, heads = split_body_and_heads(tensors, origin)
     files = sorted(set(origin.values())) or [os.path.join(os.fspath(folder), WEIGHTS_NAME)]
     source = files[0] if len(files) == 1 else f"{folder} ({len(files)} shards)"
+    check_config_fits_weights({name: array.shape for name, array in body.items()}, config, source)
     for name, shape in expected_body_shapes(config).items():
         where = origin.get(name, origin.get(BODY_PREFIX + name, source))
         if name in body and tuple(body[name].shape) != shape:

@@ -87,6 +87,32 @@ class PackedWeight:
             return data.astype(np.float32)
         return data.astype(np.float32) * self.scale[index][:, None]
 
+    # the dtype of `data` each storage holds (bfloat16: its bits, as uint16)
+    DATA_DTYPES = {"bfloat16": np.dtype(np.uint16), "float16": np.dtype(np.float16), "int8": np.dtype(np.int8)}
+
+    def check(self, name="weight", source="weights"):
+        """Raise ValueError (naming `source` and `name`) unless data and scale are what the kernels
+        read: 2-D data of the storage's dtype and, for int8, one float32 scale per row. The kernels
+        do not check bounds, so a short scale would be read past its end."""
+        data, expected = self.data, self.DATA_DTYPES[self.storage]
+        if not isinstance(data, np.ndarray) or data.ndim != 2:
+            raise ValueError(f"{source}: tensor {name!r} must be a 2-D array of packed {self.storage} "
+                             f"rows, got shape {list(np.shape(data))}")
+        if data.dtype != expected:
+            raise ValueError(f"{source}: tensor {name!r} holds {self.storage} weights, so its data must be "
+                             f"{expected}, got {data.dtype}")
+        if self.storage != "int8":
+            if self.scale is not None:
+                raise ValueError(f"{source}: tensor {name!r} is {self.storage}; only int8 weights have a scale")
+            return
+        scale = self.scale
+        if scale is None:
+            raise ValueError(f"{source}: int8 tensor {name!r} has no scale (one float32 per row)")
+        if not isinstance(scale, np.ndarray) or scale.dtype != np.float32 or scale.shape != data.shape[:1]:
+            raise ValueError(f"{source}: the scale of int8 tensor {name!r} must be float32 of shape "
+                             f"[{data.shape[0]}] (one per row), got {getattr(scale, 'dtype', type(scale).__name__)} "
+                             f"of shape {list(np.shape(scale))}")
+
     @property
     def shape(self):
         rows, cols = self.data.shape

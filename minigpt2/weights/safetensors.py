@@ -22,6 +22,7 @@ import struct
 import numpy as np
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024   # the same cap as the reference implementation
+MAX_DIMENSIONS = 64                    # NumPy's limit on an array's dimensions
 
 # safetensors dtype -> NumPy dtype of the stored bytes. BF16 has no NumPy dtype: its bytes are
 # viewed as uint16 and widened to float32 on request (bfloat16 is the top half of a float32).
@@ -132,7 +133,8 @@ def _read_header(path):
         raw = f.read(header_len)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        # ValueError besides JSONDecodeError: an integer of more than 4300 digits
         raise ValueError(f"{path}: header is not valid UTF-8 JSON ({e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: header must be a JSON object, got {type(header).__name__}")
@@ -149,10 +151,12 @@ def _read_header(path):
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
             raise ValueError(f"{where}: entry must have exactly dtype, shape, data_offsets; got {info!r}")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise ValueError(f"{where}: unknown dtype {dtype!r} (known: {sorted(DTYPES)})")
         if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
             raise ValueError(f"{where}: shape must be a list of non-negative ints, got {shape!r}")
+        if len(shape) > MAX_DIMENSIONS:
+            raise ValueError(f"{where}: shape has {len(shape)} dimensions; at most {MAX_DIMENSIONS} are possible")
         if (not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_uint, offsets))
                 or offsets[0] > offsets[1]):
             raise ValueError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end, "
