@@ -56,6 +56,8 @@ def write_random_checkpoint(folder, model="gpt2", seed=0, std=0.02, config=None)
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     config = config if config is not None else GPT2Config(**PRESETS[model])
+    # as transformers' save_pretrained writes it: converters (llama.cpp's) read the class from here
+    config.extra.setdefault("architectures", ["GPT2LMHeadModel"])
     config.save_pretrained(folder)
     shapes = expected_body_shapes(config)
     total = sum(int(np.prod(shape)) for shape in shapes.values())
