@@ -347,9 +347,10 @@ def run_columns(columns, lengths, new_tokens, repeats=2, rounds=2, threads=2, st
                     merged["decode_tok_s"] = max(merged.get("decode_tok_s", 0.0), r["decode_tok_s"])
                     merged["decode_median_tok_s"] = max(merged.get("decode_median_tok_s", 0.0),
                                                         r["decode_median_tok_s"])
-                    merged["decode_tokens"] = r["decode_tokens"]
-                    merged["decode_long_median_tok_s"] = max(merged.get("decode_long_median_tok_s", 0.0),
-                                                             r["decode_long_median_tok_s"])
+                    merged["decode_tokens"] = r.get("decode_tokens", new_tokens)
+                    if "decode_long_median_tok_s" in r:           # (llama.cpp columns do not measure it)
+                        merged["decode_long_median_tok_s"] = max(merged.get("decode_long_median_tok_s", 0.0),
+                                                                 r["decode_long_median_tok_s"])
     return results
 
 

@@ -82,3 +82,8 @@ def test_llama_bench_columns_read_its_json(tmp_path):
     assert result["decode_tok_s"] == result["decode_median_tok_s"] == 82.0
     calls = (tmp_path / "llama-bench.log").read_text().splitlines()
     assert calls[-1] == f"-m model-q8_0.gguf -t 2 -r 3 -o json -p 0 -n 32 -d {bench.PROMPT_TOKENS}"
+    # and as a column of run_columns, taking turns with the others, best of the rounds
+    merged = bench.run_columns({"llama.cpp q8_0": spec}, [512], 32, repeats=3, rounds=2, threads=2, log=lambda m: None)
+    assert merged["llama.cpp q8_0"]["decode_median_tok_s"] == 82.0
+    assert merged["llama.cpp q8_0"]["prefill_tok_s"] == {"512": 1512.0}
+    assert len((tmp_path / "llama-bench.log").read_text().splitlines()) == 3 + 2 * 2
