@@ -46,14 +46,15 @@ class Params:
     """The tensors of one layer, found under their checkpoint names: ``weight`` and ``bias``."""
 
     def __init__(self, weights, name):
+        self.name = name
         self.weight = weights[f"{name}.weight"]
         self.bias = weights.get(f"{name}.bias")
 
-    def named(self, name):
+    def named(self):
         """{checkpoint name: array} of this layer's tensors."""
-        out = {f"{name}.weight": self.weight}
+        out = {f"{self.name}.weight": self.weight}
         if self.bias is not None:
-            out[f"{name}.bias"] = self.bias
+            out[f"{self.name}.bias"] = self.bias
         return out
 
 
@@ -147,10 +148,8 @@ class GPT2Block:
 
     def named_weights(self):
         """{checkpoint name: array} of this block's tensors."""
-        name = f"h.{self.layer_idx}"
-        return {**self.ln_1.named(f"{name}.ln_1"), **self.attn.c_attn.named(f"{name}.attn.c_attn"),
-                **self.attn.c_proj.named(f"{name}.attn.c_proj"), **self.ln_2.named(f"{name}.ln_2"),
-                **self.mlp.c_fc.named(f"{name}.mlp.c_fc"), **self.mlp.c_proj.named(f"{name}.mlp.c_proj")}
+        return {**self.ln_1.named(), **self.attn.c_attn.named(), **self.attn.c_proj.named(),
+                **self.ln_2.named(), **self.mlp.c_fc.named(), **self.mlp.c_proj.named()}
 
 
 class PretrainedMixin:
@@ -184,18 +183,15 @@ class PretrainedMixin:
                 raise ValueError(f"{os.path.join(folder, 'model.safetensors')} holds {stored} weights written by "
                                  f"minigpt2.quantize.save_converted for a GPT2LMHeadModel; {cls.__name__} "
                                  f"cannot load it (load the original checkpoint, with dtype={stored!r})")
-            config, weights, source = quantize.load_converted_weights(folder)
-            model = cls(config, weights, backend=backend, source=source)
-            model.generation_config = GenerationConfig.for_folder(folder, config)
-            return model
-        if is_openai_release(folder):                  # OpenAI's TF1 release: hparams.json + model.ckpt.*
-            (config, body), heads, source = load_openai_release(folder), {}, folder
+            config, weights, source = quantize.load_converted_weights(folder)    # packed as saved
+        elif is_openai_release(folder):                # OpenAI's TF1 release: hparams.json + model.ckpt.*
+            (config, weights), source = load_openai_release(folder), folder
         else:
             config = GPT2Config.from_pretrained(folder)
             body, heads = load_weights(folder, config)              # body unprefixed, heads as stored
-            source = weights_source(folder)
-        model = quantize.convert_model(cls(config, {**heads, **body}, backend=backend, source=source),
-                                       storage)                     # None / float32: unchanged
+            weights, source = {**heads, **body}, weights_source(folder)
+        model = quantize.convert_model(cls(config, weights, backend=backend, source=source),
+                                       storage)                     # None / float32 / as stored: unchanged
         model.generation_config = GenerationConfig.for_folder(folder, config)   # generate's defaults
         return model
 
@@ -221,10 +217,10 @@ class GPT2Model(PretrainedMixin):
 
     def state_dict(self):
         """{checkpoint name: array} of every weight, unprefixed ("wte.weight", "h.0.ln_1.weight", ...)."""
-        weights = {**self.wte.named("wte"), **self.wpe.named("wpe")}
+        weights = {**self.wte.named(), **self.wpe.named()}
         for block in self.h:
             weights.update(block.named_weights())
-        weights.update(self.ln_f.named("ln_f"))
+        weights.update(self.ln_f.named())
         return weights
 
     def __call__(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
