@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from minigpt2 import inputs
+from minigpt2.inputs import is_int, is_number
 
 CONFIG_NAME = "generation_config.json"
 
@@ -217,14 +218,6 @@ def token_id_list(name, value, vocab_size, single=False):
         bounds = f"in [0, {vocab_size}) (vocab_size of the model)" if vocab_size else ">= 0"
         raise ValueError(f"{name} must be a token id {bounds} or a list of them, got {value!r}")
     return [int(v) for v in values]
-
-
-def is_number(value):
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-
-
-def is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def check_prompt(input_ids, attention_mask, vocab_size):

@@ -5,6 +5,16 @@ what is wrong (the argument, the shape or value, what was expected), never a Num
 import numpy as np
 
 
+def is_int(value):
+    """An int (Python or NumPy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value):
+    """An int or float (Python or NumPy), not a bool."""
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
 def token_ids(ids, name, vocab_size, shape=None, allow=None):
     """ids as int64 [b, t] (a 1-D sequence is one row), each in 0..vocab_size-1 (or == allow)."""
     ids = as_array(ids, name)

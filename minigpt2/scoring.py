@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigpt2 import ops
+from minigpt2.inputs import is_int
 
 
 @dataclass
@@ -83,10 +84,10 @@ def score(model, input_ids, stride=None, max_length=None, progress=False):
     if ids.min() < 0 or ids.max() >= vocab_size:
         raise ValueError(f"input_ids holds ids outside [0, {vocab_size}) (vocab_size of the model)")
     max_length = n_positions if max_length is None else max_length
-    if not _is_int(max_length) or not 2 <= max_length <= n_positions:
+    if not is_int(max_length) or not 2 <= max_length <= n_positions:
         raise ValueError(f"max_length must be an integer in [2, {n_positions}] (n_positions), got {max_length!r}")
     stride = max(max_length // 2, 1) if stride is None else stride
-    if not _is_int(stride) or not 1 <= stride <= max_length:
+    if not is_int(stride) or not 1 <= stride <= max_length:
         raise ValueError(f"stride must be an integer in [1, max_length={max_length}], got {stride!r}")
     max_length, stride = int(max_length), int(stride)
 
@@ -112,10 +113,6 @@ def score(model, input_ids, stride=None, max_length=None, progress=False):
             break
     return Score(token_ids=ids, positions=np.concatenate(positions),
                  logprobs=np.concatenate(logprobs), n_windows=len(logprobs))
-
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def perplexity(model, input_ids, stride=None, max_length=None):

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from minigpt2 import ops
 from minigpt2.cache import KVCache
 from minigpt2.generate import StreamDecoder, token_bytes_function
 from minigpt2.generation_config import GenerationConfig
@@ -315,9 +316,7 @@ def first_rows(cache, n):
 
 def _logprobs(logits, token, n_top):
     """log p(token) and the n_top most likely (token_id, log p), from raw logits [vocab]."""
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = logits - logits.max()
-    logp = shifted - np.log(np.exp(shifted).sum())
+    logp = ops.log_softmax(np.asarray(logits, dtype=np.float64))          # [vocab]
     top = []
     if n_top:
         best = np.argpartition(-logp, n_top - 1)[:n_top]

@@ -13,6 +13,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from minigpt2.inputs import is_int, is_number
+
 SUPPORTED = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "n", "stop", "seed",
              "stream", "logprobs", "echo", "user"}
 # accepted only with the value that changes nothing
@@ -56,19 +58,11 @@ class CompletionRequest:
     echo: bool
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _number(body, name, default, lo, hi):
     value = body.get(name)
     if value is None:
         return default
-    if not _is_number(value) or not lo <= value <= hi:
+    if not is_number(value) or not lo <= value <= hi:
         raise bad(name, f"{name} must be a number in [{lo}, {hi}], got {value!r}")
     return float(value)
 
@@ -77,7 +71,7 @@ def _integer(body, name, default, lo, hi):
     value = body.get(name)
     if value is None:
         return default
-    if not _is_int(value) or not lo <= value <= hi:
+    if not is_int(value) or not lo <= value <= hi:
         raise bad(name, f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
     return value
 
@@ -96,7 +90,7 @@ def _prompts(value, tokenizer, vocab_size):
     def ids_of(item):
         if isinstance(item, str):
             return tokenizer.encode(item) or [tokenizer.eos_token_id], item   # "" starts from <|endoftext|>
-        if isinstance(item, list) and item and all(_is_int(t) for t in item):
+        if isinstance(item, list) and item and all(is_int(t) for t in item):
             if any(not 0 <= t < vocab_size for t in item):
                 raise bad("prompt", f"prompt token ids must be in [0, {vocab_size})")
             return list(item), tokenizer.decode(item)
@@ -105,7 +99,7 @@ def _prompts(value, tokenizer, vocab_size):
 
     if value is None:
         raise bad("prompt", "prompt is required")
-    if isinstance(value, str) or (isinstance(value, list) and value and all(_is_int(t) for t in value)):
+    if isinstance(value, str) or (isinstance(value, list) and value and all(is_int(t) for t in value)):
         items = [value]
     elif isinstance(value, list) and value:
         items = value
@@ -145,7 +139,7 @@ def parse_completion_request(body, served_model, tokenizer, n_positions, vocab_s
             or not all(isinstance(s, str) and s for s in stop)):
         raise bad("stop", f"stop must be a non-empty string or a list of at most {MAX_STOP} of them")
     seed = body.get("seed")
-    if seed is not None and (not _is_int(seed) or seed < 0):
+    if seed is not None and (not is_int(seed) or seed < 0):
         raise bad("seed", f"seed must be an integer >= 0, got {seed!r}")
     logprobs = body.get("logprobs")
     if logprobs is not None:
@@ -168,7 +162,7 @@ def parse_tokenize_request(body):
 
 def parse_detokenize_request(body, vocab_size):
     tokens = body.get("tokens") if isinstance(body, dict) else None
-    if (not isinstance(tokens, list) or not all(_is_int(t) and 0 <= t < vocab_size for t in tokens)
+    if (not isinstance(tokens, list) or not all(is_int(t) and 0 <= t < vocab_size for t in tokens)
             or set(body) - {"tokens", "model"}):
         raise bad("tokens", f'detokenize takes {{"tokens": [ids in 0..{vocab_size - 1}]}} (and optionally "model")')
     return tokens
