@@ -137,9 +137,17 @@ class KVCache:
 
     def copy(self):
         """An independent copy (the model writes into a cache in place)."""
+        return self._over([k.copy() for k in self.keys], [v.copy() for v in self.values])
+
+    def first_rows(self, n):
+        """A cache over batch rows 0..n-1 of this one, sharing its arrays (rows of a C-contiguous
+        array are contiguous views): what the model writes through it lands in this cache."""
+        return self._over([k[:n] for k in self.keys], [v[:n] for v in self.values])
+
+    def _over(self, keys, values):
+        # a KVCache holding the given per-layer arrays, at this cache's length (nothing allocated)
         new = KVCache.__new__(KVCache)
-        new.keys = [k.copy() for k in self.keys]
-        new.values = [v.copy() for v in self.values]
+        new.keys, new.values = keys, values
         new.max_length, new.length = self.max_length, self.length
         return new
 

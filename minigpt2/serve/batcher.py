@@ -228,7 +228,7 @@ class Batcher:
         if self.cache.length >= self.cache.max_length:
             self._compact()
         n, end = len(self.rows), self.cache.length
-        view = first_rows(self.cache, n)
+        view = self.cache.first_rows(n)                                 # rows 0..n-1, shared
         self.slot_mask[:n, end] = 1                                     # this step's slot
         out = self.model(input_ids=np.array([[row.ids[-1]] for row in self.rows]),
                          attention_mask=self.slot_mask[:n, :end + 1],
@@ -302,16 +302,6 @@ class Batcher:
             self.slot_mask[r] = 0
             self.slot_mask[r, start:end] = 1
         self.cache.length = end
-
-
-def first_rows(cache, n):
-    """A KVCache over rows 0..n-1 of `cache`: views (rows of a C-contiguous array are contiguous),
-    so the model writes straight into the batch cache and no step computes a free row."""
-    view = KVCache.__new__(KVCache)          # no allocation: the arrays are cache's own
-    view.keys = [k[:n] for k in cache.keys]
-    view.values = [v[:n] for v in cache.values]
-    view.max_length, view.length = cache.max_length, cache.length
-    return view
 
 
 def _logprobs(logits, token, n_top):
