@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigpt2 import ops
+from minigpt2.inputs import positions_from_mask
 from minigpt2.processors import check_not_nan, process_logits
 
 NEG = np.float32(-1e9)          # transformers' "never this one" score, added rather than set
@@ -96,7 +97,8 @@ def beam_search(model, ids, mask, config, rng=None):
     all_scores, all_logits = [], []
 
     # prefill the prompts once; the cache then copies each row to its k beams
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True, logits_to_keep=1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=True,
+                logits_to_keep=1)
     check_not_nan(out.logits)
     cache = out.past_key_values
     cache.reorder(np.repeat(np.arange(batch), k))
@@ -165,7 +167,7 @@ def beam_search(model, ids, mask, config, rng=None):
             break
         full_mask = np.concatenate([beam_mask, np.ones((batch * k, cur_len - prompt_length), np.int64)], axis=1)
         out = model(input_ids=running[:, :, cur_len - 1].reshape(-1, 1), attention_mask=full_mask,
-                    position_ids=positions(full_mask)[:, -1:], past_key_values=cache, use_cache=True,
+                    position_ids=positions_from_mask(full_mask)[:, -1:], past_key_values=cache, use_cache=True,
                     logits_to_keep=1)
         cache = out.past_key_values
         logits = np.array(out.logits[:, -1, :], dtype=np.float32)
@@ -177,8 +179,3 @@ def beam_search(model, ids, mask, config, rng=None):
     return BeamSearchResult(sequences=sequences[:, :prompt_length + n_generated],
                             sequences_scores=finished_scores[:, :n].reshape(-1), beam_indices=beams[:, :n_generated],
                             scores=tuple(all_scores), logits=tuple(all_logits))
-
-
-def positions(mask):
-    """Absolute positions from the mask, so left padding does not shift them: cumsum - 1, >= 0."""
-    return np.maximum(np.cumsum(mask, axis=-1) - 1, 0)   # [rows, seq]

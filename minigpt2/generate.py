@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minigpt2.beam_search import beam_search, positions
+from minigpt2.beam_search import beam_search
 from minigpt2.generation_config import check_prompt, resolve_config
+from minigpt2.inputs import positions_from_mask
 from minigpt2.outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from minigpt2.processors import check_not_nan, make_rng, process_logits, sample_tokens
 
@@ -189,11 +190,11 @@ def decode_steps(model, ids, mask, config, rng, decoders):
         start = time.perf_counter()
         if cache is not None and ids.shape[1] <= n_positions:
             # decode: only the newest token goes in; the cache holds the keys/values of the rest
-            fed_ids, fed_mask, fed_positions = ids[:, -1:], mask, positions(mask)[:, -1:]
+            fed_ids, fed_mask, fed_positions = ids[:, -1:], mask, positions_from_mask(mask)[:, -1:]
         else:
             # prefill (or, past the context with crop=True, a full pass over the last n_positions tokens)
             fed_ids, fed_mask = ids[:, -n_positions:], mask[:, -n_positions:]
-            fed_positions = positions(fed_mask)
+            fed_positions = positions_from_mask(fed_mask)
             cache = None
         # logits_to_keep=1: only the last position's logits are needed
         output = model(input_ids=fed_ids, attention_mask=fed_mask, position_ids=fed_positions,

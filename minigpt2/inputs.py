@@ -66,13 +66,19 @@ def attention_mask_2d(mask, b, s):
     return mask.reshape(b, s).astype(bool)
 
 
+def positions_from_mask(attention_mask):
+    """Each token's position counts the real tokens before it (cumsum(mask) - 1, never below 0),
+    so left padding does not shift a row: [b, s] 0/1 -> [b, s]."""
+    return np.maximum(np.cumsum(attention_mask, axis=-1) - 1, 0)
+
+
 def position_ids_for(position_ids, attention_mask, b, t, n_past, n_positions):
     """[b, t] positions. Default: count the real tokens (cumsum(mask) - 1, so left padding works;
     transformers' forward uses arange instead, which equals it for unpadded and right-padded rows)."""
     if position_ids is None:
         if attention_mask is None:
             return np.broadcast_to(np.arange(n_past, n_past + t), (b, t))
-        return np.maximum(np.cumsum(attention_mask, axis=-1) - 1, 0)[:, n_past:]
+        return positions_from_mask(attention_mask)[:, n_past:]
     position_ids = as_array(position_ids, "position_ids")
     if not np.issubdtype(position_ids.dtype, np.integer) or position_ids.shape not in ((t,), (1, t), (b, t)):
         raise ValueError(f"position_ids must be integers of shape {(b, t)}, got {position_ids.dtype} "
