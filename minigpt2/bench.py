@@ -11,8 +11,10 @@ round. Used by ``benchmarks/bench_forward.py`` and ``minigpt2 bench``.
 """
 
 import argparse
+import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -391,7 +393,6 @@ def run_benchmark(folder, backends, lengths, new_tokens, repeats=2, rounds=2, th
 
 def transformers_available():
     try:
-        import importlib.util
         return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
     except (ImportError, ValueError):
         return False
@@ -434,7 +435,6 @@ def format_table(results, lengths, new_tokens, compare=("numba", "transformers")
 
 def machine_description():
     """One line: CPU model and the vector features the kernels care about, cores, versions."""
-    import platform
     import numba
     cpu = "unknown CPU"
     try:

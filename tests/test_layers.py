@@ -34,8 +34,7 @@ LAYERS = {
 }
 # Imported inside a function only: packages that are heavy to load or optional.
 LATE_IMPORTS_ALLOWED = {"numba", "numpy", "torch", "transformers", "matplotlib", "requests", "tqdm", "tiktoken",
-                        "tiktoken_ext", "tokenizers", "urllib3", "starlette", "uvicorn", "llvmlite", "platform",
-                        "importlib", "shutil", "time", "pathlib", "zipfile", "hashlib", "tempfile"}
+                        "tiktoken_ext", "tokenizers", "urllib3", "starlette", "uvicorn", "llvmlite"}
 MAX_LINES = 500
 
 

@@ -4,6 +4,7 @@ fallback to the bundled demo model), command-line escapes, and a reader leaving 
 import os
 import re
 import sys
+from pathlib import Path
 
 DEFAULT_MODEL = "gpt2"
 FALLBACK_MODEL = "tiny-shakespeare"   # bundled with the package: runs when gpt2 cannot be had
@@ -119,8 +120,6 @@ def kernel_cache_is_cold(engine_folder=None):
     in engine/__pycache__) for this Python at all, or a module newer than its own indexes (Numba
     then recompiles it). Modules without any index are not counted (amx.py compiles only where
     the CPU has AMX). Unknown (NUMBA_CACHE_DIR elsewhere, NUMBA_DISABLE_JIT): False."""
-    from pathlib import Path
-
     if os.environ.get("NUMBA_CACHE_DIR") or os.environ.get("NUMBA_DISABLE_JIT") == "1":
         return False
     folder = Path(engine_folder) if engine_folder else Path(__file__).resolve().parent.parent / "engine"

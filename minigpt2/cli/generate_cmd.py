@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+import time
 
 from minigpt2.cli.common import add_dtype_argument, add_model_arguments, load, unescape, warm_up
 
@@ -54,8 +55,6 @@ def add_generate_command(subparsers):
                         help="print N texts (<= --num-beams with beams; sampled otherwise)")
 
     def run(args):
-        import time
-
         from minigpt2 import generate as gen
 
         start = time.perf_counter()

@@ -1,6 +1,8 @@
 """The commands about model folders: `download`, `info` and `convert`."""
 
 import argparse
+import shutil
+from pathlib import Path
 
 from minigpt2.cli.common import STORAGE_DTYPES
 
@@ -84,8 +86,6 @@ def add_info_command(subparsers):
 def describe_model_folder(folder):
     """Lines describing a model folder: config fields, parameter count (read from the weights'
     header, not loaded), and files with sizes."""
-    from pathlib import Path
-
     import numpy as np
 
     from minigpt2.config import GPT2Config
@@ -137,9 +137,6 @@ def add_convert_command(subparsers):
                         "an OpenAI release folder, which without --dtype becomes a float32 Hugging Face folder)")
 
     def run(args):
-        import shutil
-        from pathlib import Path
-
         from minigpt2 import quantize
         from minigpt2.weights import hub
         from minigpt2.model import GPT2LMHeadModel
