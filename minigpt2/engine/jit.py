@@ -60,12 +60,14 @@ def float32_bits(typingctx, value):
 
 @intrinsic
 def prefetch(typingctx, matrix, row, col):
-    """Ask the CPU to start loading matrix[row, col] into cache; returns nothing, changes nothing.
+    """Ask the CPU to start loading matrix[row, col] into its L2 cache; returns nothing, changes nothing.
 
-    llvm.prefetch (x86 PREFETCHT0). The decode kernels stream each weight matrix once, from
-    DRAM; the hardware prefetcher alone keeps too few cache lines in flight, so a thread's
-    compute and its memory stalls add up instead of overlapping. Asking for the rows a few
-    steps ahead lets a thread's compute overlap its memory stalls (BENCHMARKS.md).
+    llvm.prefetch with locality 1 (x86 PREFETCHT2). The decode kernels stream each weight matrix
+    once, from DRAM; the hardware prefetcher alone keeps too few cache lines in flight, so asking
+    for the rows ahead lets a thread's compute overlap its memory stalls. Into L2, not L1: a
+    PREFETCHT0 holds one of L1's few miss buffers until the line arrives, and with rows 8 ahead it
+    cost more than it gave (a 124M bfloat16 step of matrix-vector products on Zen 4: 13.3 ms with
+    PREFETCHT0, 10.8 ms with no prefetch, 8.4 ms with PREFETCHT2; BENCHMARKS.md).
     """
     def codegen(context, builder, signature, args):
         matrix_type = signature.args[0]
@@ -77,15 +79,22 @@ def prefetch(typingctx, matrix, row, col):
         function = cgutils.get_or_insert_function(
             builder.module, llvmlite.ir.FunctionType(llvmlite.ir.VoidType(), [byte_pointer.type, int32, int32, int32]),
             "llvm.prefetch.p0")
-        # read (0), keep in all cache levels (3), data not instructions (1)
-        builder.call(function, [byte_pointer, int32(0), int32(3), int32(1)])
+        # read (0), locality 1 (L2 and outer caches, not L1), data not instructions (1)
+        builder.call(function, [byte_pointer, int32(0), int32(1), int32(1)])
         return context.get_dummy_value()
     return numba.types.void(matrix, numba.types.intp, numba.types.intp), codegen
 
 
-# Rows ahead that the decode kernels prefetch (8 rows of GPT-2's 768-wide bfloat16 matrices is
-# 12 KB: well inside L1, far enough ahead to cover a DRAM access).
-PREFETCH_ROWS = 8
+# How far ahead of the rows being multiplied the decode kernels prefetch, in bytes: 24 KB (16 rows
+# of GPT-2's 768-wide bfloat16 matrices) covers a DRAM access and stays well inside L2. Measured
+# best among 8-128 rows ahead; much further ahead the lines start to leave L2 before they are read.
+PREFETCH_BYTES = 24 * 1024
+
+
+@njit(inline="always")
+def prefetch_distance(matrix):
+    # rows of `matrix` in PREFETCH_BYTES, at least 4 (one register tile)
+    return max(4, PREFETCH_BYTES // (matrix.shape[1] * matrix.itemsize))
 
 
 @njit(inline="always")

@@ -21,7 +21,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from minigpt2.engine import cpu
-from minigpt2.engine.jit import (PREFETCH_ROWS, REDUCE, bits_to_float32, gelu_scalar, prefetch_row,
+from minigpt2.engine.jit import (REDUCE, bits_to_float32, gelu_scalar, prefetch_distance, prefetch_row,
                                  threaded_and_serial)
 
 
@@ -313,6 +313,7 @@ def matvec_out_in(x, data, scale, bias, apply_gelu, out):
     m, n_in = x.shape
     n_out = data.shape[0]
     n_groups = n_out // 4
+    ahead = prefetch_distance(data)                        # rows
     for group in prange(n_groups + n_out % 4):
         if group >= n_groups:                              # a leftover output, alone
             o = 4 * n_groups + (group - n_groups)
@@ -324,8 +325,8 @@ def matvec_out_in(x, data, scale, bias, apply_gelu, out):
                 out[r, o] = _finish(total, scale[o], bias[o], apply_gelu)
             continue
         o = 4 * group
-        for ahead in range(4):
-            prefetch_row(data, o + PREFETCH_ROWS + ahead)
+        for k in range(4):
+            prefetch_row(data, o + ahead + k)
         r = 0
         while r + 4 <= m:
             (s00, s01, s02, s03, s10, s11, s12, s13,                          # s<row><output>
