@@ -5,8 +5,8 @@ Paths, in the order they are tried (``policy.py`` holds every threshold):
 * AMX tiles (``amx.linear``): matmul precision "medium" on a CPU with AMX, and a prefill (or a
   batch of 16+ rows over a bfloat16 weight used as stored); bfloat16 products, float32 sums.
 * packed weights (``weights.packed.PackedWeight``): up to PACKED_MATVEC_MAX_ROWS rows, the decode
-  kernel ``matvec.matvec_out_in`` reads the packed bytes; more rows widen the matrix to float32
-  once and call BLAS.
+  kernels read the packed bytes (``matvec.matvec_out_in_one_row`` for one row,
+  ``matvec.matvec_out_in`` for more); more rows widen the matrix to float32 once and call BLAS.
 * float32, 2..MATVEC_MAX_ROWS rows (batched decode): ``matvec.matvec_in_out`` for the
   checkpoint's [n_in, n_out] layout, ``matvec.matvec_out_in`` for a transposed [n_out, n_in]
   array such as the tied LM head ``wte.T``.
@@ -20,7 +20,7 @@ from numba import prange
 
 from minigpt2.engine import amx, policy
 from minigpt2.engine.jit import as_rows, as_vector, gelu_scalar, ones, threaded_and_serial
-from minigpt2.engine.matvec import matvec_in_out, matvec_out_in, widen_rows
+from minigpt2.engine.matvec import matvec_in_out, matvec_out_in, matvec_out_in_one_row, widen_rows
 from minigpt2.weights.packed import PackedWeight
 
 
@@ -43,7 +43,10 @@ def _linear_packed(x2, weight, bias, apply_gelu, out):
     m = x2.shape[0]
     data = weight.data.view(np.int16) if weight.storage == "float16" else weight.data
     scale = weight.scale if weight.scale is not None else ones(data.shape[0])
-    if m <= policy.PACKED_MATVEC_MAX_ROWS and weight.rows_are_outputs:
+    if m == 1 and weight.rows_are_outputs:
+        matvec_out_in_one_row[policy.run_serial(data.size)](x2[0], data, scale, bias, apply_gelu,
+                                                            policy.one_row_prefetch_rows(data), out[0])
+    elif m <= policy.PACKED_MATVEC_MAX_ROWS and weight.rows_are_outputs:
         matvec_out_in[policy.run_serial(data.size)](x2, data, scale, bias, apply_gelu, out)
     else:
         # a float32 copy of the stored rows in one Numba pass (NumPy's float16 astype is much

@@ -10,7 +10,9 @@ per weight layout (linear_op.py picks one; BENCHMARKS.md has the measurements):
 * `matvec_out_in`: weights stored one output per row, [n_out, n_in]: packed bfloat16 / float16
   / int8 (weights/packed.py), widened to float32 in registers so that memory traffic shrinks to 2 or 1
   bytes per weight while the sums stay float32, and the float32 tied LM head wte. Dot products
-  over weight rows in a 4 x 4 register tile, with the rows ahead prefetched.
+  over weight rows in a 4 x 4 register tile (2-32 rows of x), with the rows ahead prefetched.
+* `matvec_out_in_one_row`: the same layout for one row of x (batch-1 decode): one weight row at
+  a time, so each thread reads one sequential stream, which the CPU's own prefetcher follows.
 """
 
 import llvmlite.ir
@@ -292,6 +294,47 @@ def _dot_tile4x4_by_type(x, first_x_row, data, first_row, n):
     return vectors_then_rest
 
 
+@intrinsic
+def _dot_row_int8(typingctx, x, data, row, n):
+    """x[:n] . float(data[row, :n]) for an int8 row: the explicit DOT_LANES-wide vector loop."""
+    def codegen(context, builder, signature, args):
+        x_value, data_value, row_, n_ = args
+        zero = llvmlite.ir.Constant(llvmlite.ir.IntType(64), 0)
+        (total,) = _emit_int8_dot_loop(context, builder,
+                                       _row_addresses(context, builder, signature.args[0], x_value, zero, 1),
+                                       _row_addresses(context, builder, signature.args[1], data_value, row_, 1), n_)
+        return total
+
+    return numba.types.float32(x, data, numba.types.intp, numba.types.intp), codegen
+
+
+@njit(inline="always")
+def _row_loop(x, data, row, start, stop):
+    # x[start:stop] . widen(data[row, start:stop]), in Numba's loop
+    total = np.float32(0.0)
+    w = data[row]
+    for i in range(start, stop):
+        total += x[i] * widen(w[i])
+    return total
+
+
+def _dot_row(x, data, row, n):
+    """x[:n] . widen(data[row, :n]) as a float32."""
+    raise NotImplementedError("_dot_row is only callable from Numba-compiled code")
+
+
+@overload(_dot_row, inline="always")
+def _dot_row_by_type(x, data, row, n):
+    # as _dot_rows4
+    if not _vector_loop_applies(x, data):
+        return lambda x, data, row, n: _row_loop(x, data, row, 0, n)
+
+    def vectors_then_rest(x, data, row, n):
+        wide = n - n % DOT_LANES
+        return _dot_row_int8(x, data, row, wide) + _row_loop(x, data, row, wide, n)
+    return vectors_then_rest
+
+
 @njit(inline="always")
 def _finish(total, scale, bias, apply_gelu):
     total = total * scale + bias
@@ -342,6 +385,23 @@ def matvec_out_in(x, data, scale, bias, apply_gelu, out):
         for k in range(o, o + 4):                          # scale, bias, GELU on the raw sums
             for r in range(m):
                 out[r, k] = _finish(out[r, k], scale[k], bias[k], apply_gelu)
+
+
+@threaded_and_serial(fastmath=REDUCE)
+def matvec_out_in_one_row(x, data, scale, bias, apply_gelu, prefetch_ahead, out):
+    # x [n_in] @ widen(data [n_out, n_in]).T * scale[n_out] + bias -> out [n_out], one output at
+    # a time. Batch-1 decode has no x rows to share a widened weight with, so the 4 x 4 tile of
+    # matvec_out_in buys nothing there, and its four interleaved row streams per thread kept
+    # fewer bytes in flight than one sequential stream does: the CPU's prefetcher follows a
+    # single stream on its own (a 124M bfloat16 step of these products: 10.1 ms tiled, 7.8 ms
+    # one row at a time, on Zen 4; BENCHMARKS.md). prefetch_ahead > 0 also asks for the row that
+    # many rows ahead, for weights whose widening is slow enough to fall behind the stream
+    # (int8); 0 leaves it all to the hardware. prange gives each thread a contiguous band of rows.
+    n_out, n_in = data.shape
+    for o in prange(n_out):
+        if prefetch_ahead > 0:
+            prefetch_row(data, o + prefetch_ahead)
+        out[o] = _finish(_dot_row(x, data, o, n_in), scale[o], bias[o], apply_gelu)
 
 
 @njit(error_model="numpy", cache=True)

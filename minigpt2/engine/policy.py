@@ -22,7 +22,7 @@ import time
 import numba
 import numpy as np
 
-from minigpt2.engine import amx
+from minigpt2.engine import amx, jit
 
 # linear() on at most this many rows of float32 weights (a decode step) runs a matrix-vector
 # kernel; more rows go to BLAS sgemm, which packs (copies) the weight on every call and so only
@@ -32,6 +32,9 @@ MATVEC_MAX_ROWS = 8
 # matrix-vector kernel; more rows (a prefill) widen the matrix to float32 once and call BLAS.
 # Below the crossing point widening the whole matrix per call costs more than it saves.
 PACKED_MATVEC_MAX_ROWS = 32
+# Batch-1 decode over int8 weights prefetches the rows ahead (one_row_prefetch_rows); the wider
+# types leave their one sequential stream to the CPU's prefetcher, which kept up on its own.
+PREFETCH_ONE_ROW_DTYPES = ("int8",)
 # Float32 weights, one row (batch-1 decode): "blas" (sgemv, then the Numba bias / GELU pass) or
 # "numba" (the matvec kernels). BLAS's sgemv streams a matrix at the memory's speed already.
 FLOAT32_MATVEC = "blas"
@@ -56,6 +59,13 @@ _state = {"precision": "highest", "last_blas_call": 0.0}
 def run_serial(n_elements, beside_blas=False):
     """Whether a kernel should take its serial build: a small input, or a pass between BLAS calls."""
     return n_elements <= SERIAL_MAX_ELEMENTS or (beside_blas and BESIDE_BLAS_SERIAL)
+
+
+def one_row_prefetch_rows(data):
+    """How many rows ahead matvec.matvec_out_in_one_row prefetches over `data` (0: none)."""
+    if data.dtype.name not in PREFETCH_ONE_ROW_DTYPES:
+        return 0
+    return max(1, jit.PREFETCH_BYTES // (data.shape[1] * data.itemsize))
 
 
 def blas_matmul(a, b, out):
