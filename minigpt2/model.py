@@ -214,6 +214,11 @@ class GPT2Model(PretrainedMixin):
         self.wpe = Params(body, "wpe")                                      # [n_positions, c]
         self.h = [GPT2Block(body, i, config, self.ops) for i in range(config.n_layer)]
         self.ln_f = Params(body, "ln_f")
+        # A batch-1 decode step on the numba backend runs every block in one compiled call
+        # (engine/decode_step.py) when the weights allow it; False takes the route through the
+        # blocks below, which computes the same numbers one op at a time.
+        self.fused_decode = backend == "numba"
+        self._decode_step, self._decode_step_weights = None, None
 
     def state_dict(self):
         """{checkpoint name: array} of every weight, unprefixed ("wte.weight", "h.0.ln_1.weight", ...)."""
@@ -272,6 +277,12 @@ class GPT2Model(PretrainedMixin):
             x = x + wte[inputs.token_ids(token_type_ids, "token_type_ids", cfg.vocab_size, (b, t))]
         if trace is not None:
             trace["embed"] = x
+        if self._fused_step_applies(b, t, kv_cache, attention_mask, head_masks,
+                                    output_attentions or output_hidden_states or trace is not None):
+            kv_cache.check_room(t)
+            x = self._decode_step(x[0, 0], kv_cache.keys, kv_cache.values, n_past)[None, None]   # [1, 1, c]
+            kv_cache.advance(t)
+            return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=kv_cache if use_cache else None)
         # which keys each query may see: causal, and not padding
         mask = np.ascontiguousarray(np.broadcast_to(
             ops.causal_mask(t, n_past, attention_mask), (b, t, n_past + t)))   # [b, t, s] bool
@@ -297,6 +308,26 @@ class GPT2Model(PretrainedMixin):
             past_key_values=kv_cache if use_cache else None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None)
+
+
+    def _fused_step_applies(self, b, t, kv_cache, attention_mask, head_masks, inspecting):
+        """Whether this call is a decode step that engine.DecodeStep can run: one sequence, one
+        new token after a cache, every key visible, nothing inspected, and weights it supports.
+        (Re)builds the DecodeStep when the weights held are not the ones it was built from."""
+        if not (self.fused_decode and b == 1 and t == 1 and kv_cache is not None and not inspecting
+                and all(m is None for m in head_masks) and self.config.activation_function == "gelu_new"
+                and (attention_mask is None or attention_mask.all())):
+            return False
+        weights = self.state_dict()
+        held = list(weights.values())
+        if self._decode_step_weights is None or any(a is not b for a, b in zip(held, self._decode_step_weights)):
+            self._decode_step_weights = held
+            self._decode_step = None
+            if self.ops.DecodeStep.supports(weights, self.config.n_layer):
+                scales = [block.attn.scale for block in self.h]
+                self._decode_step = self.ops.DecodeStep(weights, self.config.n_layer,
+                                                        self.config.layer_norm_epsilon, scales)
+        return self._decode_step is not None
 
 
 class GPT2LMHeadModel(GenerationMixin, PretrainedMixin):

@@ -6,7 +6,7 @@ Paths (``policy.py`` holds the thresholds):
   a multiple of 32 and no attention probabilities asked for; bfloat16 products, float32 sums.
 * BLAS (``_attention_blas``): ATTENTION_BLAS_MIN_ROWS+ query rows (a prefill). q.k and probs.v by
   BLAS in blocks of query rows that stop at the last visible key, a Numba masked softmax between.
-* the looped kernel (``_attention_kernel``): a decode step or a short prompt. One (batch, head)
+* the looped kernel (``attention_heads``): a decode step or a short prompt. One (batch, head)
   pair per task, numbered passes per query row (llm.c style) over the visible keys only, so a
   padded key never touches a real row; serial next to BLAS, threaded otherwise.
 """
@@ -38,7 +38,7 @@ def _softmax_visible_row(x, row_mask, maxval, head_scale):
 
 
 @threaded_and_serial(fastmath=REDUCE)
-def _attention_kernel(query, key, value, mask, scale, head_scale, out, probs, write_probs):
+def attention_heads(query, key, value, mask, scale, head_scale, out, probs, write_probs):
     # query [b, h, t, d], key/value [b, h, >= s, d] (only the first s rows along axis 2 are read),
     # mask [b, t, s] (True = may attend), head_scale [h] -> out [b, h, t, d],
     # probs [b, h, t, s] (written only if write_probs). All C-contiguous, so that the dot products
@@ -268,6 +268,6 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
     query, key, value = _rows_buffer(query), _rows_buffer(key), _rows_buffer(value)
     # the work grows with b * h * t * s * d; a quarter of it counts as one element
     serial = policy.run_serial(b * h * t * s * d // 4, beside_blas=policy.blas_ran_recently())
-    kernel = _attention_kernel[serial]
+    kernel = attention_heads[serial]
     kernel(query, key, value, mask, np.float32(scale), head_scale, out, probs, bool(output_attentions))
     return out, (probs if output_attentions else None)

@@ -9,31 +9,37 @@ Paths:
 import math
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from minigpt2.engine import policy
 from minigpt2.engine.jit import REDUCE, as_rows, as_vector, threaded_and_serial
 
 
+@njit(inline="always")
+def layer_norm_row(row, weight, bias, eps, out_row):
+    # row [C] -> out_row [C]; statistics in float64, two passes (mean, then centred variance).
+    # Inlined into its callers (layer_norm_rows, decode_step.decode_body), so they compute alike.
+    C = row.shape[0]
+    total = 0.0
+    for c in range(C):
+        total += row[c]
+    mean = total / C
+    sq = 0.0
+    for c in range(C):
+        dev = row[c] - mean
+        sq += dev * dev
+    rstd = 1.0 / math.sqrt(sq / C + eps)      # biased variance, eps inside the sqrt
+    mean32 = np.float32(mean)
+    rstd32 = np.float32(rstd)
+    for c in range(C):
+        out_row[c] = (row[c] - mean32) * rstd32 * weight[c] + bias[c]
+
+
 @threaded_and_serial(fastmath=REDUCE)
 def layer_norm_rows(x, weight, bias, eps, out):
-    # x [n, C] -> out [n, C]; statistics in float64, two passes (mean, then centred variance)
-    n, C = x.shape
-    for r in prange(n):
-        row = x[r]
-        total = 0.0
-        for c in range(C):
-            total += row[c]
-        mean = total / C
-        sq = 0.0
-        for c in range(C):
-            dev = row[c] - mean
-            sq += dev * dev
-        rstd = 1.0 / math.sqrt(sq / C + eps)      # biased variance, eps inside the sqrt
-        mean32 = np.float32(mean)
-        rstd32 = np.float32(rstd)
-        for c in range(C):
-            out[r, c] = (row[c] - mean32) * rstd32 * weight[c] + bias[c]
+    # x [n, C] -> out [n, C], one row per task
+    for r in prange(x.shape[0]):
+        layer_norm_row(x[r], weight, bias, eps, out[r])
 
 
 def layer_norm(x, weight, bias, eps=1e-5):

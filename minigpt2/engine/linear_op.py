@@ -20,7 +20,7 @@ from numba import prange
 
 from minigpt2.engine import amx, policy
 from minigpt2.engine.jit import as_rows, as_vector, gelu_scalar, ones, threaded_and_serial
-from minigpt2.engine.matvec import matvec_in_out, matvec_out_in, matvec_out_in_one_row, widen_rows
+from minigpt2.engine.matvec import matvec_in_out, matvec_out_in, matvec_out_in_one_row, stored_rows, widen_rows
 from minigpt2.weights.packed import PackedWeight
 
 
@@ -41,7 +41,7 @@ def bias_act_inplace(out, bias, apply_gelu):
 def _linear_packed(x2, weight, bias, apply_gelu, out):
     """linear() for a PackedWeight: the packed kernel for decode, widen + BLAS for prefill."""
     m = x2.shape[0]
-    data = weight.data.view(np.int16) if weight.storage == "float16" else weight.data
+    data = stored_rows(weight)
     scale = weight.scale if weight.scale is not None else ones(data.shape[0])
     if m == 1 and weight.rows_are_outputs:
         matvec_out_in_one_row[policy.run_serial(data.size)](x2[0], data, scale, bias, apply_gelu,

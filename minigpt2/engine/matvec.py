@@ -404,6 +404,12 @@ def matvec_out_in_one_row(x, data, scale, bias, apply_gelu, prefetch_ahead, out)
         out[o] = _finish(_dot_row(x, data, o, n_in), scale[o], bias[o], apply_gelu)
 
 
+def stored_rows(weight):
+    """The array the kernels here read for a PackedWeight: its data, float16 as int16 bits
+    (Numba has no float16 type; widen converts the bits)."""
+    return weight.data.view(np.int16) if weight.storage == "float16" else weight.data
+
+
 @njit(error_model="numpy", cache=True)
 def widen_rows(data, scale, out):
     # data [rows, cols] packed (see widen), scale [rows] -> out [rows, cols] float32

@@ -1,0 +1,139 @@
+"""A batch-1 decode step through every block of the body as one compiled call: no Python per layer.
+
+Through the ops, one decode step of GPT-2 124M is about a hundred engine calls (per block two
+layer norms, an attention and four linear maps), each with its Python checks, allocations and
+a Numba dispatch around a kernel that may run for only 20 microseconds. `DecodeStep` gathers a
+model's weights once, and `decode_body` runs the blocks and the final layer norm for one new
+token in one call, with the same kernels the ops use (layer_norm_op.layer_norm_row,
+matvec.matvec_out_in_one_row, attention_op.attention_heads), so it gives the same numbers as the
+route through the ops (tests/test_decode_step.py).
+
+It covers what batch-1 generation needs: packed weights (bfloat16 / float16 / int8, whose
+one-row kernel is the engine's own; float32 decode calls BLAS, which Numba cannot call), one
+sequence, one new token, GELU "gelu_new", no head mask. The model takes the route through the
+ops for everything else (GPT2Model.fused_decode).
+"""
+
+import numba
+import numpy as np
+from numba import njit
+
+from minigpt2.engine import policy
+from minigpt2.engine.attention_op import attention_heads
+from minigpt2.engine.jit import REDUCE, ones
+from minigpt2.engine.layer_norm_op import layer_norm_row
+from minigpt2.engine.matvec import matvec_out_in_one_row, stored_rows
+from minigpt2.weights.packed import PackedWeight
+
+# The four matrices of a block, in the order decode_body uses them.
+MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+_matvec_threaded, _matvec_serial = matvec_out_in_one_row
+_attention_threaded, _attention_serial = attention_heads
+
+
+@njit(inline="always")
+def _matvec(x, data, scale, bias, apply_gelu, prefetch_ahead, serial, out):
+    # out [n_out] = x [n_in] @ widen(data [n_out, n_in]).T * scale + bias (then GELU)
+    if serial:
+        _matvec_serial(x, data, scale, bias, apply_gelu, prefetch_ahead, out)
+    else:
+        _matvec_threaded(x, data, scale, bias, apply_gelu, prefetch_ahead, out)
+
+
+@njit(fastmath=REDUCE, error_model="numpy", cache=True)
+def decode_body(x, norms, matrices, scales, biases, prefetch, serial, attention_scales, eps,
+                keys, values, n_past, serial_attention, ln_f_weight, ln_f_bias, out):
+    # x [c]: the new token's embedding (wte + wpe), updated in place through the blocks;
+    # out [c] = ln_f(x). Per block, as GPT2Block: x += attn(ln_1(x)); x += mlp(ln_2(x)).
+    # norms: (ln_1.weight, ln_1.bias, ln_2.weight, ln_2.bias), each [n_layer, c];
+    # matrices: per MATRICES entry a tuple of n_layer packed [n_out, n_in] arrays; scales and
+    # biases: per MATRICES entry [n_layer, n_out]; prefetch, serial: per MATRICES entry;
+    # keys, values: per layer the cache's [1, n_head, max_length, head_dim] buffers, whose
+    # position n_past receives this token's key and value.
+    c = x.shape[0]
+    n_head, head_dim = keys[0].shape[1], keys[0].shape[3]
+    h = np.empty(c, dtype=np.float32)                                  # a layer norm's output
+    qkv = np.empty(3 * c, dtype=np.float32)
+    query = np.empty((1, n_head, 1, head_dim), dtype=np.float32)
+    attended = np.empty((1, n_head, 1, head_dim), dtype=np.float32)
+    projected = np.empty(c, dtype=np.float32)
+    act = np.empty(biases[2].shape[1], dtype=np.float32)              # [inner]
+    mask = np.ones((1, 1, n_past + 1), dtype=np.bool_)               # one query sees every key
+    head_scale = np.ones(n_head, dtype=np.float32)
+    no_probs = np.empty((0, 0, 0, 0), dtype=np.float32)
+    for layer in range(len(keys)):
+        # attention: qkv [3c] -> q, k, v [n_head, head_dim]; k and v go into the cache
+        layer_norm_row(x, norms[0][layer], norms[1][layer], eps, h)
+        _matvec(h, matrices[0][layer], scales[0][layer], biases[0][layer], False, prefetch[0], serial[0], qkv)
+        key, value = keys[layer], values[layer]
+        for head in range(n_head):
+            start = head * head_dim
+            for i in range(head_dim):
+                query[0, head, 0, i] = qkv[start + i]
+                key[0, head, n_past, i] = qkv[c + start + i]
+                value[0, head, n_past, i] = qkv[2 * c + start + i]
+        if serial_attention:
+            _attention_serial(query, key, value, mask, attention_scales[layer], head_scale, attended, no_probs, False)
+        else:
+            _attention_threaded(query, key, value, mask, attention_scales[layer], head_scale, attended, no_probs, False)
+        _matvec(attended.reshape(c), matrices[1][layer], scales[1][layer], biases[1][layer], False,   # merge heads
+                prefetch[1], serial[1], projected)
+        for i in range(c):
+            x[i] += projected[i]
+        # MLP: c -> inner (GELU fused) -> c
+        layer_norm_row(x, norms[2][layer], norms[3][layer], eps, h)
+        _matvec(h, matrices[2][layer], scales[2][layer], biases[2][layer], True, prefetch[2], serial[2], act)
+        _matvec(act, matrices[3][layer], scales[3][layer], biases[3][layer], False, prefetch[3], serial[3], projected)
+        for i in range(c):
+            x[i] += projected[i]
+    layer_norm_row(x, ln_f_weight, ln_f_bias, eps, out)
+
+
+class DecodeStep:
+    """A GPT-2 body's weights gathered for decode_body, once; calling it runs one decode step.
+
+    weights: {checkpoint name: array or PackedWeight} ("h.0.ln_1.weight", ..., "ln_f.bias", as
+    GPT2Model.state_dict()); attention_scales: the q.k scale of each layer.
+    """
+
+    def __init__(self, weights, n_layer, eps, attention_scales):
+        def stacked(suffix):
+            return np.stack([np.asarray(weights[f"h.{i}.{suffix}"], dtype=np.float32) for i in range(n_layer)])
+
+        self.norms = tuple(stacked(name) for name in ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"))
+        packed = [[weights[f"h.{i}.{name}.weight"] for i in range(n_layer)] for name in MATRICES]
+        self.matrices = tuple(tuple(stored_rows(w) for w in kind) for kind in packed)
+        self.scales = tuple(np.stack([w.scale if w.scale is not None else ones(w.data.shape[0]) for w in kind])
+                            for kind in packed)
+        self.biases = tuple(stacked(f"{name}.bias") for name in MATRICES)
+        self.prefetch = tuple(policy.one_row_prefetch_rows(kind[0]) for kind in self.matrices)
+        self.serial = tuple(policy.run_serial(kind[0].size) for kind in self.matrices)
+        self.attention_scales = np.asarray(attention_scales, dtype=np.float32)
+        self.eps = float(eps)
+        self.ln_f_weight = np.asarray(weights["ln_f.weight"], dtype=np.float32)
+        self.ln_f_bias = np.asarray(weights["ln_f.bias"], dtype=np.float32)
+
+    @staticmethod
+    def supports(weights, n_layer):
+        """Whether decode_body can run these weights: every block matrix packed, one output per
+        row, all of one storage type and one array type (a tuple that Numba can index)."""
+        matrices = [weights[f"h.{i}.{name}.weight"] for i in range(n_layer) for name in MATRICES]
+        if not all(isinstance(w, PackedWeight) and w.rows_are_outputs for w in matrices):
+            return False
+        return all(len({numba.typeof(stored_rows(weights[f"h.{i}.{name}.weight"])) for i in range(n_layer)}) == 1
+                   for name in MATRICES)
+
+    def __call__(self, x, keys, values, n_past):
+        """x [c] (the new token's embedding) -> ln_f of the body's output [c]. keys / values: the
+        cache's per-layer [1, n_head, max_length, head_dim] buffers; position n_past is written."""
+        x = np.array(x, dtype=np.float32)                    # a copy: decode_body updates it in place
+        out = np.empty_like(x)
+        n_head, head_dim = keys[0].shape[1], keys[0].shape[3]
+        serial_attention = policy.run_serial(n_head * (n_past + 1) * head_dim // 4,
+                                             beside_blas=policy.blas_ran_recently())
+        decode_body(x, self.norms, self.matrices, self.scales, self.biases, self.prefetch, self.serial,
+                    self.attention_scales, self.eps, tuple(keys), tuple(values), n_past, serial_attention,
+                    self.ln_f_weight, self.ln_f_bias, out)
+        return out
+
