@@ -312,7 +312,8 @@ class GPT2Model(PretrainedMixin):
 
     def _fused_step_applies(self, b, t, kv_cache, attention_mask, head_masks, inspecting):
         """Whether this call is a decode step that engine.DecodeStep can run: one sequence, one
-        new token after a cache, every key visible, nothing inspected, and weights it supports.
+        new token after a cache, every key visible, nothing inspected, weights it supports and
+        a context it takes (DecodeStep.applies).
         (Re)builds the DecodeStep when the weights held are not the ones it was built from."""
         if not (self.fused_decode and b == 1 and t == 1 and kv_cache is not None and not inspecting
                 and all(m is None for m in head_masks) and self.config.activation_function == "gelu_new"
@@ -327,7 +328,7 @@ class GPT2Model(PretrainedMixin):
                 scales = [block.attn.scale for block in self.h]
                 self._decode_step = self.ops.DecodeStep(weights, self.config.n_layer,
                                                         self.config.layer_norm_epsilon, scales)
-        return self._decode_step is not None
+        return self._decode_step is not None and self._decode_step.applies(kv_cache.keys, len(kv_cache))
 
 
 class GPT2LMHeadModel(GenerationMixin, PretrainedMixin):
@@ -384,8 +385,14 @@ class GPT2LMHeadModel(GenerationMixin, PretrainedMixin):
 # ---- helpers -----------------------------------------------------------------------------------
 
 def as_weight(array):
-    """A weight as the model keeps it: float32 (no copy when it already is), or packed as it is."""
-    return array if isinstance(array, PackedWeight) else np.asarray(array, np.float32)
+    """A weight as the model keeps it: float32 (no copy when it already is), or packed as it is.
+    A read-only vector (a bias or layer norm parameter of a memory-mapped file) is copied: it is
+    small, and the kernels then see one array type however the model was loaded (Numba compiles
+    a kernel once per argument type)."""
+    if isinstance(array, PackedWeight):
+        return array
+    array = np.asarray(array, np.float32)
+    return array.copy() if array.ndim == 1 and not array.flags.writeable else array
 
 
 def lm_head_params(config, weights, body, source="weights"):

@@ -14,8 +14,8 @@ from minigpt2.cache import KVCache
 from minigpt2.engine import decode_step
 from minigpt2.quantize import convert_model
 
-# n_embd 160: c_attn (480 x 160) and c_fc (640 x 160) take the threaded matvec, c_proj (160 x 160)
-# the serial one, so one model runs both builds inside decode_body.
+# n_embd 160: the ops run c_attn (480 x 160) and c_fc (640 x 160) on the threaded matvec build and
+# c_proj (160 x 160) on the serial one; decode_body runs them all threaded, to the same numbers.
 CONFIG = dict(n_embd=160, n_layer=3, n_head=5, vocab_size=500, n_positions=64)
 
 
@@ -64,15 +64,17 @@ def test_fused_step_equals_the_ops_route(folder, dtype, calls):
         np.testing.assert_array_equal(fused_cache[layer][1], ops_cache[layer][1])
 
 
-def test_long_context_takes_the_threaded_attention(folder, calls, monkeypatch):
-    # with no serial threshold every attention inside decode_body runs the threaded build
+def test_a_long_context_takes_the_ops_route(folder, calls, monkeypatch):
+    # decode_body runs the serial attention only: past policy.SERIAL_MAX_ELEMENTS (here lowered to
+    # contexts of up to 10 tokens: 5 heads x 10 x 32 / 4 = 400) the step goes through the ops,
+    # whose attention is threaded, and the numbers stay the same
     from minigpt2.engine import policy
     model = GPT2LMHeadModel.from_pretrained(folder, dtype="int8")
-    prompt = np.random.default_rng(1).integers(0, 500, (1, 40))
-    expected, _ = greedy_logits(model, prompt, 5, fused=False)
-    monkeypatch.setattr(policy, "SERIAL_MAX_ELEMENTS", 0)
-    got, _ = greedy_logits(model, prompt, 5, fused=True)
-    assert calls["n"] == 5
+    prompt = np.random.default_rng(1).integers(0, 500, (1, 7))
+    expected, _ = greedy_logits(model, prompt, 8, fused=False)
+    monkeypatch.setattr(policy, "SERIAL_MAX_ELEMENTS", 400)
+    got, _ = greedy_logits(model, prompt, 8, fused=True)
+    assert calls["n"] == 3                                  # contexts of 8, 9 and 10 tokens
     np.testing.assert_array_equal(got, expected)
 
 

@@ -38,14 +38,15 @@ def _softmax_visible_row(x, row_mask, maxval, head_scale):
 
 
 @threaded_and_serial(fastmath=REDUCE)
-def attention_heads(query, key, value, mask, scale, head_scale, out, probs, write_probs):
+def attention_heads(query, key, value, mask, scale, head_scale, out, probs):
     # query [b, h, t, d], key/value [b, h, >= s, d] (only the first s rows along axis 2 are read),
     # mask [b, t, s] (True = may attend), head_scale [h] -> out [b, h, t, d],
-    # probs [b, h, t, s] (written only if write_probs). All C-contiguous, so that the dot products
+    # probs [b, h, t, s] (written unless it is empty). All C-contiguous, so that the dot products
     # over d vectorise. One (batch, head) pair per task; each query row runs four passes over
     # the keys, four keys at a time (one load of q and one update of the output row serve four).
     b, h, t, d = query.shape
     s = mask.shape[2]
+    write_probs = probs.size > 0       # an argument, not a flag: a constant bool compiles apart
     for bh in prange(b * h):
         bi = bh // h
         hi = bh % h
@@ -250,6 +251,8 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
     key = np.asarray(key, dtype=np.float32)
     value = np.asarray(value, dtype=np.float32)
     mask = np.asarray(mask, dtype=np.bool_)
+    if not mask.flags.writeable:        # (a broadcast view) Numba compiles read-only arrays apart
+        mask = mask.copy()
     _check_attention_args(query, key, value, mask, head_mask)
     b, h, t, d = query.shape
     s = key.shape[2]
@@ -269,5 +272,5 @@ def attention(query, key, value, mask, scale, head_mask=None, output_attentions=
     # the work grows with b * h * t * s * d; a quarter of it counts as one element
     serial = policy.run_serial(b * h * t * s * d // 4, beside_blas=policy.blas_ran_recently())
     kernel = attention_heads[serial]
-    kernel(query, key, value, mask, np.float32(scale), head_scale, out, probs, bool(output_attentions))
+    kernel(query, key, value, mask, np.float32(scale), head_scale, out, probs)
     return out, (probs if output_attentions else None)

@@ -10,8 +10,14 @@ route through the ops (tests/test_decode_step.py).
 
 It covers what batch-1 generation needs: packed weights (bfloat16 / float16 / int8, whose
 one-row kernel is the engine's own; float32 decode calls BLAS, which Numba cannot call), one
-sequence, one new token, GELU "gelu_new", no head mask. The model takes the route through the
-ops for everything else (GPT2Model.fused_decode).
+sequence, one new token, GELU "gelu_new", no head mask, and a context short enough for the
+serial attention kernel (`DecodeStep.applies`; policy.SERIAL_MAX_ELEMENTS: 341 tokens for GPT-2,
+where the attention is still a small part of a step). The model takes the route through the ops
+for everything else (GPT2Model.fused_decode), whose threaded attention serves long contexts.
+
+Few kernels, because each compiled specialisation costs seconds on a first run: the matrix-
+vector kernel's threaded build only (tiny matrices, which the ops run serially, give the same
+numbers either way) and the attention's serial build only, the one a prompt has compiled already.
 """
 
 import numba
@@ -28,27 +34,20 @@ from minigpt2.weights.packed import PackedWeight
 # The four matrices of a block, in the order decode_body uses them.
 MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
-_matvec_threaded, _matvec_serial = matvec_out_in_one_row
-_attention_threaded, _attention_serial = attention_heads
-
-
-@njit(inline="always")
-def _matvec(x, data, scale, bias, apply_gelu, prefetch_ahead, serial, out):
-    # out [n_out] = x [n_in] @ widen(data [n_out, n_in]).T * scale + bias (then GELU)
-    if serial:
-        _matvec_serial(x, data, scale, bias, apply_gelu, prefetch_ahead, out)
-    else:
-        _matvec_threaded(x, data, scale, bias, apply_gelu, prefetch_ahead, out)
+_matvec_threaded = matvec_out_in_one_row[0]
+_attention_serial = attention_heads[1]
 
 
 @njit(fastmath=REDUCE, error_model="numpy", cache=True)
-def decode_body(x, norms, matrices, scales, biases, prefetch, serial, attention_scales, eps,
-                keys, values, n_past, serial_attention, ln_f_weight, ln_f_bias, out):
+def decode_body(x, norms, matrices, scales, biases, gelu, prefetch, attention_scales, eps,
+                keys, values, n_past, ln_f_weight, ln_f_bias, out):
     # x [c]: the new token's embedding (wte + wpe), updated in place through the blocks;
     # out [c] = ln_f(x). Per block, as GPT2Block: x += attn(ln_1(x)); x += mlp(ln_2(x)).
     # norms: (ln_1.weight, ln_1.bias, ln_2.weight, ln_2.bias), each [n_layer, c];
     # matrices: per MATRICES entry a tuple of n_layer packed [n_out, n_in] arrays; scales and
-    # biases: per MATRICES entry [n_layer, n_out]; prefetch, serial: per MATRICES entry;
+    # biases: per MATRICES entry [n_layer, n_out]; gelu, prefetch: per MATRICES entry
+    # (gelu a tuple argument, not constants here: a constant bool argument would make Numba
+    # compile the kernels once more, apart from the ops route's build);
     # keys, values: per layer the cache's [1, n_head, max_length, head_dim] buffers, whose
     # position n_past receives this token's key and value.
     c = x.shape[0]
@@ -65,7 +64,8 @@ def decode_body(x, norms, matrices, scales, biases, prefetch, serial, attention_
     for layer in range(len(keys)):
         # attention: qkv [3c] -> q, k, v [n_head, head_dim]; k and v go into the cache
         layer_norm_row(x, norms[0][layer], norms[1][layer], eps, h)
-        _matvec(h, matrices[0][layer], scales[0][layer], biases[0][layer], False, prefetch[0], serial[0], qkv)
+        _matvec_threaded(h, matrices[0][layer], scales[0][layer], biases[0][layer], gelu[0],
+                         prefetch[0], qkv)
         key, value = keys[layer], values[layer]
         for head in range(n_head):
             start = head * head_dim
@@ -73,18 +73,20 @@ def decode_body(x, norms, matrices, scales, biases, prefetch, serial, attention_
                 query[0, head, 0, i] = qkv[start + i]
                 key[0, head, n_past, i] = qkv[c + start + i]
                 value[0, head, n_past, i] = qkv[2 * c + start + i]
-        if serial_attention:
-            _attention_serial(query, key, value, mask, attention_scales[layer], head_scale, attended, no_probs, False)
-        else:
-            _attention_threaded(query, key, value, mask, attention_scales[layer], head_scale, attended, no_probs, False)
-        _matvec(attended.reshape(c), matrices[1][layer], scales[1][layer], biases[1][layer], False,   # merge heads
-                prefetch[1], serial[1], projected)
+        _attention_serial(query, key, value, mask, attention_scales[layer], head_scale, attended, no_probs)
+        for head in range(n_head):                                       # merge heads: [c]
+            for i in range(head_dim):
+                h[head * head_dim + i] = attended[0, head, 0, i]
+        _matvec_threaded(h, matrices[1][layer], scales[1][layer], biases[1][layer], gelu[1],
+                         prefetch[1], projected)
         for i in range(c):
             x[i] += projected[i]
         # MLP: c -> inner (GELU fused) -> c
         layer_norm_row(x, norms[2][layer], norms[3][layer], eps, h)
-        _matvec(h, matrices[2][layer], scales[2][layer], biases[2][layer], True, prefetch[2], serial[2], act)
-        _matvec(act, matrices[3][layer], scales[3][layer], biases[3][layer], False, prefetch[3], serial[3], projected)
+        _matvec_threaded(h, matrices[2][layer], scales[2][layer], biases[2][layer], gelu[2],
+                         prefetch[2], act)
+        _matvec_threaded(act, matrices[3][layer], scales[3][layer], biases[3][layer], gelu[3],
+                         prefetch[3], projected)
         for i in range(c):
             x[i] += projected[i]
     layer_norm_row(x, ln_f_weight, ln_f_bias, eps, out)
@@ -107,8 +109,8 @@ class DecodeStep:
         self.scales = tuple(np.stack([w.scale if w.scale is not None else ones(w.data.shape[0]) for w in kind])
                             for kind in packed)
         self.biases = tuple(stacked(f"{name}.bias") for name in MATRICES)
+        self.gelu = tuple(name == "mlp.c_fc" for name in MATRICES)
         self.prefetch = tuple(policy.one_row_prefetch_rows(kind[0]) for kind in self.matrices)
-        self.serial = tuple(policy.run_serial(kind[0].size) for kind in self.matrices)
         self.attention_scales = np.asarray(attention_scales, dtype=np.float32)
         self.eps = float(eps)
         self.ln_f_weight = np.asarray(weights["ln_f.weight"], dtype=np.float32)
@@ -124,16 +126,18 @@ class DecodeStep:
         return all(len({numba.typeof(stored_rows(weights[f"h.{i}.{name}.weight"])) for i in range(n_layer)}) == 1
                    for name in MATRICES)
 
+    def applies(self, keys, n_past):
+        """Whether a step after n_past cached tokens is short enough for the serial attention."""
+        n_head, head_dim = keys[0].shape[1], keys[0].shape[3]
+        return policy.run_serial(n_head * (n_past + 1) * head_dim // 4)    # as attention_op counts
+
     def __call__(self, x, keys, values, n_past):
         """x [c] (the new token's embedding) -> ln_f of the body's output [c]. keys / values: the
         cache's per-layer [1, n_head, max_length, head_dim] buffers; position n_past is written."""
         x = np.array(x, dtype=np.float32)                    # a copy: decode_body updates it in place
         out = np.empty_like(x)
-        n_head, head_dim = keys[0].shape[1], keys[0].shape[3]
-        serial_attention = policy.run_serial(n_head * (n_past + 1) * head_dim // 4,
-                                             beside_blas=policy.blas_ran_recently())
-        decode_body(x, self.norms, self.matrices, self.scales, self.biases, self.prefetch, self.serial,
-                    self.attention_scales, self.eps, tuple(keys), tuple(values), n_past, serial_attention,
+        decode_body(x, self.norms, self.matrices, self.scales, self.biases, self.gelu, self.prefetch,
+                    self.attention_scales, self.eps, tuple(keys), tuple(values), n_past,
                     self.ln_f_weight, self.ln_f_bias, out)
         return out
 
