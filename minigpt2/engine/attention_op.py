@@ -109,8 +109,9 @@ def attention_heads(query, key, value, mask, scale, head_scale, out, probs):
                     v = value[bi, hi, j]
                     for c in range(d):
                         o_row[c] += p * v[c]
-            if write_probs:
-                probs[bi, hi, ti, :] = scores
+            if write_probs:            # element by element: an array assignment would compile
+                for j in range(s):     # a shape check whose error message costs 2 s to compile
+                    probs[bi, hi, ti, j] = scores[j]
 
 
 @njit(fastmath=REDUCE, error_model="numpy", cache=True)
