@@ -112,7 +112,7 @@ def measure(dtype, rounds=12):
     outs = [np.empty(s[0], np.float32) for s in SHAPES]
     zeros = [np.zeros(s[0], np.float32) for s in SHAPES]
     variants = {
-        "engine one-row": lambda x, d, o, z: matvec_out_in_one_row[False](x, d, ones(d.shape[0]), z, False,
+        "engine one-row": lambda x, d, o, z: matvec_out_in_one_row(x, d, ones(d.shape[0]), z, False,
                                                                         policy.one_row_prefetch_rows(d), o),
         "engine 4x4 tile": lambda x, d, o, z: matvec_out_in[False](x[None], d, ones(d.shape[0]), z, False, o[None]),
     }

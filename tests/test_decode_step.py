@@ -14,8 +14,7 @@ from minigpt2.cache import KVCache
 from minigpt2.engine import decode_step
 from minigpt2.quantize import convert_model
 
-# n_embd 160: the ops run c_attn (480 x 160) and c_fc (640 x 160) on the threaded matvec build and
-# c_proj (160 x 160) on the serial one; decode_body runs them all threaded, to the same numbers.
+# n_embd 160: int8 matrices of more and fewer than 2**16 weights (c_fc 640 x 160, c_proj 160 x 160)
 CONFIG = dict(n_embd=160, n_layer=3, n_head=5, vocab_size=500, n_positions=64)
 
 

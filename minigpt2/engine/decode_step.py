@@ -15,9 +15,9 @@ serial attention kernel (`DecodeStep.applies`; policy.SERIAL_MAX_ELEMENTS: 341 t
 where the attention is still a small part of a step). The model takes the route through the ops
 for everything else (GPT2Model.fused_decode), whose threaded attention serves long contexts.
 
-Few kernels, because each compiled specialisation costs seconds on a first run: the matrix-
-vector kernel's threaded build only (tiny matrices, which the ops run serially, give the same
-numbers either way) and the attention's serial build only, the one a prompt has compiled already.
+Few kernels, because each compiled specialisation costs seconds on a first run: the one-row
+matrix-vector kernel (threaded; it has no serial build) and the attention's serial build only,
+the one a prompt has compiled already.
 """
 
 import numba
@@ -34,7 +34,6 @@ from minigpt2.weights.packed import PackedWeight
 # The four matrices of a block, in the order decode_body uses them.
 MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
-_matvec_threaded = matvec_out_in_one_row[0]
 _attention_serial = attention_heads[1]
 
 
@@ -64,8 +63,8 @@ def decode_body(x, norms, matrices, scales, biases, gelu, prefetch, attention_sc
     for layer in range(len(keys)):
         # attention: qkv [3c] -> q, k, v [n_head, head_dim]; k and v go into the cache
         layer_norm_row(x, norms[0][layer], norms[1][layer], eps, h)
-        _matvec_threaded(h, matrices[0][layer], scales[0][layer], biases[0][layer], gelu[0],
-                         prefetch[0], qkv)
+        matvec_out_in_one_row(h, matrices[0][layer], scales[0][layer], biases[0][layer], gelu[0],
+                              prefetch[0], qkv)
         key, value = keys[layer], values[layer]
         for head in range(n_head):
             start = head * head_dim
@@ -77,16 +76,16 @@ def decode_body(x, norms, matrices, scales, biases, gelu, prefetch, attention_sc
         for head in range(n_head):                                       # merge heads: [c]
             for i in range(head_dim):
                 h[head * head_dim + i] = attended[0, head, 0, i]
-        _matvec_threaded(h, matrices[1][layer], scales[1][layer], biases[1][layer], gelu[1],
-                         prefetch[1], projected)
+        matvec_out_in_one_row(h, matrices[1][layer], scales[1][layer], biases[1][layer], gelu[1],
+                              prefetch[1], projected)
         for i in range(c):
             x[i] += projected[i]
         # MLP: c -> inner (GELU fused) -> c
         layer_norm_row(x, norms[2][layer], norms[3][layer], eps, h)
-        _matvec_threaded(h, matrices[2][layer], scales[2][layer], biases[2][layer], gelu[2],
-                         prefetch[2], act)
-        _matvec_threaded(act, matrices[3][layer], scales[3][layer], biases[3][layer], gelu[3],
-                         prefetch[3], projected)
+        matvec_out_in_one_row(h, matrices[2][layer], scales[2][layer], biases[2][layer], gelu[2],
+                              prefetch[2], act)
+        matvec_out_in_one_row(act, matrices[3][layer], scales[3][layer], biases[3][layer], gelu[3],
+                              prefetch[3], projected)
         for i in range(c):
             x[i] += projected[i]
     layer_norm_row(x, ln_f_weight, ln_f_bias, eps, out)

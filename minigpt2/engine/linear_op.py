@@ -44,8 +44,7 @@ def _linear_packed(x2, weight, bias, apply_gelu, out):
     data = stored_rows(weight)
     scale = weight.scale if weight.scale is not None else ones(data.shape[0])
     if m == 1 and weight.rows_are_outputs:
-        matvec_out_in_one_row[policy.run_serial(data.size)](x2[0], data, scale, bias, apply_gelu,
-                                                            policy.one_row_prefetch_rows(data), out[0])
+        matvec_out_in_one_row(x2[0], data, scale, bias, apply_gelu, policy.one_row_prefetch_rows(data), out[0])
     elif m <= policy.PACKED_MATVEC_MAX_ROWS and weight.rows_are_outputs:
         matvec_out_in[policy.run_serial(data.size)](x2, data, scale, bias, apply_gelu, out)
     else:

@@ -294,20 +294,6 @@ def _dot_tile4x4_by_type(x, first_x_row, data, first_row, n):
     return vectors_then_rest
 
 
-@intrinsic
-def _dot_row_int8(typingctx, x, data, row, n):
-    """x[:n] . float(data[row, :n]) for an int8 row: the explicit DOT_LANES-wide vector loop."""
-    def codegen(context, builder, signature, args):
-        x_value, data_value, row_, n_ = args
-        zero = llvmlite.ir.Constant(llvmlite.ir.IntType(64), 0)
-        (total,) = _emit_int8_dot_loop(context, builder,
-                                       _row_addresses(context, builder, signature.args[0], x_value, zero, 1),
-                                       _row_addresses(context, builder, signature.args[1], data_value, row_, 1), n_)
-        return total
-
-    return numba.types.float32(x, data, numba.types.intp, numba.types.intp), codegen
-
-
 @njit(inline="always")
 def _row_loop(x, data, row, start, stop):
     # x[start:stop] . widen(data[row, start:stop]), in Numba's loop
@@ -316,23 +302,6 @@ def _row_loop(x, data, row, start, stop):
     for i in range(start, stop):
         total += x[i] * widen(w[i])
     return total
-
-
-def _dot_row(x, data, row, n):
-    """x[:n] . widen(data[row, :n]) as a float32."""
-    raise NotImplementedError("_dot_row is only callable from Numba-compiled code")
-
-
-@overload(_dot_row, inline="always")
-def _dot_row_by_type(x, data, row, n):
-    # as _dot_rows4
-    if not _vector_loop_applies(x, data):
-        return lambda x, data, row, n: _row_loop(x, data, row, 0, n)
-
-    def vectors_then_rest(x, data, row, n):
-        wide = n - n % DOT_LANES
-        return _dot_row_int8(x, data, row, wide) + _row_loop(x, data, row, wide, n)
-    return vectors_then_rest
 
 
 @njit(inline="always")
@@ -387,7 +356,7 @@ def matvec_out_in(x, data, scale, bias, apply_gelu, out):
                 out[r, k] = _finish(out[r, k], scale[k], bias[k], apply_gelu)
 
 
-@threaded_and_serial(fastmath=REDUCE)
+@njit(parallel=True, fastmath=REDUCE, error_model="numpy", cache=True)
 def matvec_out_in_one_row(x, data, scale, bias, apply_gelu, prefetch_ahead, out):
     # x [n_in] @ widen(data [n_out, n_in]).T * scale[n_out] + bias -> out [n_out], one output at
     # a time. Batch-1 decode has no x rows to share a widened weight with, so the 4 x 4 tile of
@@ -397,11 +366,17 @@ def matvec_out_in_one_row(x, data, scale, bias, apply_gelu, prefetch_ahead, out)
     # one row at a time, on Zen 4; BENCHMARKS.md). prefetch_ahead > 0 also asks for the row that
     # many rows ahead, for weights whose widening is slow enough to fall behind the stream
     # (int8); 0 leaves it all to the hardware. prange gives each thread a contiguous band of rows.
+    # Numba's loop for every type, int8 included: here the explicit vector loop of the tile
+    # kernel streamed int8 slower (decode steps 167-195 tok/s against 186-210 with Numba's loop,
+    # alternating fresh processes on Zen 4; BENCHMARKS.md). Threaded only, unlike the other
+    # kernels: Numba's serial build of this loop sums int8 rows in another order (last-bit
+    # differences), and one build makes the fused decode step (decode_step.py) and linear()
+    # compute alike for every matrix size. GPT-2's smallest matrix (768 x 768) is threaded anyway.
     n_out, n_in = data.shape
     for o in prange(n_out):
         if prefetch_ahead > 0:
             prefetch_row(data, o + prefetch_ahead)
-        out[o] = _finish(_dot_row(x, data, o, n_in), scale[o], bias[o], apply_gelu)
+        out[o] = _finish(_row_loop(x, data, o, 0, n_in), scale[o], bias[o], apply_gelu)
 
 
 def stored_rows(weight):
