@@ -31,6 +31,8 @@ _PUBLIC_NAMES = {
     "KVCache": "minigpt2.cache",
     "set_float32_matmul_precision": "minigpt2.engine",
     "get_float32_matmul_precision": "minigpt2.engine",
+    "set_int8_compute": "minigpt2.engine",
+    "get_int8_compute": "minigpt2.engine",
 }
 
 __all__ = sorted(_PUBLIC_NAMES)

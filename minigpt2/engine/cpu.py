@@ -88,3 +88,27 @@ def enable_amx():
         return False
     llvmlite.binding.initialize_native_asmparser()     # Numba's JIT cannot assemble inline asm without it
     return True
+
+
+INT8_DOT_PATHS = ("vnni", "avx2", "emulate")
+
+
+def int8_dot_path():
+    """Which instructions int8_dot.py's integer dot products use on this CPU.
+
+    "vnni" (AVX512-VNNI with AVX512-VL: VPDPBUSD), else "avx2" (VPMADDUBSW + VPMADDWD), else
+    "emulate" (the same arithmetic in plain Numba). MINIGPT2_INT8_DOT names one, so that the tests
+    run every path on any CPU that has its instructions (and the emulation everywhere); asking for
+    instructions this CPU lacks is a ValueError, not a crash. Read once per process, before the
+    kernels compile.
+    """
+    have = {"vnni": {"avx512vnni", "avx512vl", "avx2"} <= features(), "avx2": "avx2" in features(), "emulate": True}
+    override = os.environ.get("MINIGPT2_INT8_DOT")
+    if override is not None:
+        if override not in INT8_DOT_PATHS:
+            raise ValueError(f"MINIGPT2_INT8_DOT must be one of {INT8_DOT_PATHS}, got {override!r}")
+        if not have[override]:
+            raise ValueError(f"MINIGPT2_INT8_DOT={override}: this CPU ({name()}) lacks the instructions; "
+                             f"use 'emulate' or unset it")
+        return override
+    return next(path for path in INT8_DOT_PATHS if have[path])

@@ -5,8 +5,9 @@ layer norms, an attention and four linear maps), each with its Python checks, al
 a Numba dispatch around a kernel that may run for only 20 microseconds. `DecodeStep` gathers a
 model's weights once, and `decode_body` runs the blocks and the final layer norm for one new
 token in one call, with the same kernels the ops use (layer_norm_op.layer_norm_row,
-matvec.matvec_out_in_one_row, attention_op.attention_heads), so it gives the same numbers as the
-route through the ops (tests/test_decode_step.py).
+matvec.matvec_out_in_one_row or, with int8 activations, int8_dot.matvec_int8_blocks;
+attention_op.attention_heads), so it gives the same numbers as the route through the ops
+(tests/test_decode_step.py).
 
 It covers what batch-1 generation needs: packed weights (bfloat16 / float16 / int8, whose
 one-row kernel is the engine's own; float32 decode calls BLAS, which Numba cannot call), one
@@ -23,10 +24,13 @@ the one a prompt has compiled already.
 import numba
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 from minigpt2.engine import policy
 from minigpt2.engine.attention_op import attention_heads
+from minigpt2.engine.int8_dot import BLOCK, matvec_int8_blocks, quantize_blocks
 from minigpt2.engine.jit import REDUCE, ones
+from minigpt2.engine.linear_op import integer_dot_applies
 from minigpt2.engine.layer_norm_op import layer_norm_row
 from minigpt2.engine.matvec import matvec_out_in_one_row, stored_rows
 from minigpt2.weights.packed import PackedWeight
@@ -37,9 +41,30 @@ MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 _attention_serial = attention_heads[1]
 
 
+def _project(x, data, scale, bias, apply_gelu, prefetch_ahead, x_q, x_scales, out):
+    """out = x @ widen(data).T * scale + bias (then GELU): matvec_out_in_one_row, or with int8
+    activations (x_q, x_scales: scratch for them) int8_dot's integer kernel."""
+    raise NotImplementedError("_project is only callable from Numba-compiled code")
+
+
+@overload(_project, inline="always")
+def _project_by_mode(x, data, scale, bias, apply_gelu, prefetch_ahead, x_q, x_scales, out):
+    # chosen when decode_body compiles: x_q None (float32 activations) compiles no integer kernel
+    if isinstance(x_q, numba.types.NoneType):
+        def float_activations(x, data, scale, bias, apply_gelu, prefetch_ahead, x_q, x_scales, out):
+            matvec_out_in_one_row(x, data, scale, bias, apply_gelu, prefetch_ahead, out)
+        return float_activations
+
+    def int8_activations(x, data, scale, bias, apply_gelu, prefetch_ahead, x_q, x_scales, out):
+        n = x.shape[0]
+        quantize_blocks(x, x_q[:n], x_scales[:n // BLOCK])
+        matvec_int8_blocks(x_q[:n], x_scales[:n // BLOCK], data, scale, bias, apply_gelu, prefetch_ahead, out)
+    return int8_activations
+
+
 @njit(fastmath=REDUCE, error_model="numpy", cache=True)
 def decode_body(x, norms, matrices, scales, biases, gelu, prefetch, attention_scales, eps,
-                keys, values, n_past, ln_f_weight, ln_f_bias, out):
+                keys, values, n_past, ln_f_weight, ln_f_bias, x_q, x_scales, out):
     # x [c]: the new token's embedding (wte + wpe), updated in place through the blocks;
     # out [c] = ln_f(x). Per block, as GPT2Block: x += attn(ln_1(x)); x += mlp(ln_2(x)).
     # norms: (ln_1.weight, ln_1.bias, ln_2.weight, ln_2.bias), each [n_layer, c];
@@ -48,7 +73,8 @@ def decode_body(x, norms, matrices, scales, biases, gelu, prefetch, attention_sc
     # (gelu a tuple argument, not constants here: a constant bool argument would make Numba
     # compile the kernels once more, apart from the ops route's build);
     # keys, values: per layer the cache's [1, n_head, max_length, head_dim] buffers, whose
-    # position n_past receives this token's key and value.
+    # position n_past receives this token's key and value. x_q, x_scales: None (float32
+    # activations), or scratch for the int8 activations of int8_dot (policy.set_int8_compute).
     c = x.shape[0]
     n_head, head_dim = keys[0].shape[1], keys[0].shape[3]
     h = np.empty(c, dtype=np.float32)                                  # a layer norm's output
@@ -63,8 +89,8 @@ def decode_body(x, norms, matrices, scales, biases, gelu, prefetch, attention_sc
     for layer in range(len(keys)):
         # attention: qkv [3c] -> q, k, v [n_head, head_dim]; k and v go into the cache
         layer_norm_row(x, norms[0][layer], norms[1][layer], eps, h)
-        matvec_out_in_one_row(h, matrices[0][layer], scales[0][layer], biases[0][layer], gelu[0],
-                              prefetch[0], qkv)
+        _project(h, matrices[0][layer], scales[0][layer], biases[0][layer], gelu[0],
+                 prefetch[0], x_q, x_scales, qkv)
         key, value = keys[layer], values[layer]
         for head in range(n_head):
             start = head * head_dim
@@ -76,16 +102,16 @@ def decode_body(x, norms, matrices, scales, biases, gelu, prefetch, attention_sc
         for head in range(n_head):                                       # merge heads: [c]
             for i in range(head_dim):
                 h[head * head_dim + i] = attended[0, head, 0, i]
-        matvec_out_in_one_row(h, matrices[1][layer], scales[1][layer], biases[1][layer], gelu[1],
-                              prefetch[1], projected)
+        _project(h, matrices[1][layer], scales[1][layer], biases[1][layer], gelu[1],
+                 prefetch[1], x_q, x_scales, projected)
         for i in range(c):
             x[i] += projected[i]
         # MLP: c -> inner (GELU fused) -> c
         layer_norm_row(x, norms[2][layer], norms[3][layer], eps, h)
-        matvec_out_in_one_row(h, matrices[2][layer], scales[2][layer], biases[2][layer], gelu[2],
-                              prefetch[2], act)
-        matvec_out_in_one_row(act, matrices[3][layer], scales[3][layer], biases[3][layer], gelu[3],
-                              prefetch[3], projected)
+        _project(h, matrices[2][layer], scales[2][layer], biases[2][layer], gelu[2],
+                 prefetch[2], x_q, x_scales, act)
+        _project(act, matrices[3][layer], scales[3][layer], biases[3][layer], gelu[3],
+                 prefetch[3], x_q, x_scales, projected)
         for i in range(c):
             x[i] += projected[i]
     layer_norm_row(x, ln_f_weight, ln_f_bias, eps, out)
@@ -114,6 +140,8 @@ class DecodeStep:
         self.eps = float(eps)
         self.ln_f_weight = np.asarray(weights["ln_f.weight"], dtype=np.float32)
         self.ln_f_bias = np.asarray(weights["ln_f.bias"], dtype=np.float32)
+        widest = max(kind[0].shape[1] for kind in self.matrices)
+        self.x_q, self.x_scales = np.empty(widest, dtype=np.int8), np.empty(widest // BLOCK + 1, dtype=np.float32)
 
     @staticmethod
     def supports(weights, n_layer):
@@ -135,8 +163,10 @@ class DecodeStep:
         cache's per-layer [1, n_head, max_length, head_dim] buffers; position n_past is written."""
         x = np.array(x, dtype=np.float32)                    # a copy: decode_body updates it in place
         out = np.empty_like(x)
+        integer = all(integer_dot_applies(kind[0]) for kind in self.matrices)    # int8, opted in
         decode_body(x, self.norms, self.matrices, self.scales, self.biases, self.gelu, self.prefetch,
                     self.attention_scales, self.eps, tuple(keys), tuple(values), n_past,
-                    self.ln_f_weight, self.ln_f_bias, out)
+                    self.ln_f_weight, self.ln_f_bias, self.x_q if integer else None,
+                    self.x_scales if integer else None, out)
         return out
 

@@ -7,6 +7,8 @@ Paths, in the order they are tried (``policy.py`` holds every threshold):
 * packed weights (``weights.packed.PackedWeight``): up to PACKED_MATVEC_MAX_ROWS rows, the decode
   kernels read the packed bytes (``matvec.matvec_out_in_one_row`` for one row,
   ``matvec.matvec_out_in`` for more); more rows widen the matrix to float32 once and call BLAS.
+  One row over int8 weights with ``policy.set_int8_compute("int8")``: the activations rounded to
+  int8 as well, integer dot products (``int8_dot.py``).
 * float32, 2..MATVEC_MAX_ROWS rows (batched decode): ``matvec.matvec_in_out`` for the
   checkpoint's [n_in, n_out] layout, ``matvec.matvec_out_in`` for a transposed [n_out, n_in]
   array such as the tied LM head ``wte.T``.
@@ -18,7 +20,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from minigpt2.engine import amx, policy
+from minigpt2.engine import amx, int8_dot, policy
 from minigpt2.engine.jit import as_rows, as_vector, gelu_scalar, ones, threaded_and_serial
 from minigpt2.engine.matvec import matvec_in_out, matvec_out_in, matvec_out_in_one_row, stored_rows, widen_rows
 from minigpt2.weights.packed import PackedWeight
@@ -43,7 +45,12 @@ def _linear_packed(x2, weight, bias, apply_gelu, out):
     m = x2.shape[0]
     data = stored_rows(weight)
     scale = weight.scale if weight.scale is not None else ones(data.shape[0])
-    if m == 1 and weight.rows_are_outputs:
+    if m == 1 and weight.rows_are_outputs and integer_dot_applies(data):
+        x_q, x_scales = np.empty(data.shape[1], dtype=np.int8), np.empty(data.shape[1] // int8_dot.BLOCK, np.float32)
+        int8_dot.quantize_blocks(x2[0], x_q, x_scales)
+        int8_dot.matvec_int8_blocks(x_q, x_scales, data, scale, bias, apply_gelu, policy.one_row_prefetch_rows(data),
+                                    out[0])
+    elif m == 1 and weight.rows_are_outputs:
         matvec_out_in_one_row(x2[0], data, scale, bias, apply_gelu, policy.one_row_prefetch_rows(data), out[0])
     elif m <= policy.PACKED_MATVEC_MAX_ROWS and weight.rows_are_outputs:
         matvec_out_in[policy.run_serial(data.size)](x2, data, scale, bias, apply_gelu, out)
@@ -55,6 +62,11 @@ def _linear_packed(x2, weight, bias, apply_gelu, out):
         policy.blas_matmul(x2, rows.T if weight.rows_are_outputs else rows, out)
         bias_act_inplace[policy.run_serial(out.size, beside_blas=True)](out, bias, apply_gelu)
     return out
+
+
+def integer_dot_applies(data):
+    """Whether a one-row product over these stored rows takes int8_dot's integer kernel."""
+    return policy.get_int8_compute() == "int8" and int8_dot.applies(data.shape[1], data)
 
 
 def _linear_float32(x2, weight, bias, apply_gelu, out):

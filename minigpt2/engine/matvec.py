@@ -305,7 +305,8 @@ def _row_loop(x, data, row, start, stop):
 
 
 @njit(inline="always")
-def _finish(total, scale, bias, apply_gelu):
+def finish_output(total, scale, bias, apply_gelu):
+    # one output from its raw dot product: times the row's scale, plus bias, then GELU if asked
     total = total * scale + bias
     return gelu_scalar(total) if apply_gelu else total
 
@@ -334,7 +335,7 @@ def matvec_out_in(x, data, scale, bias, apply_gelu, out):
                 total = np.float32(0.0)
                 for i in range(n_in):
                     total += x[r, i] * widen(row[i])
-                out[r, o] = _finish(total, scale[o], bias[o], apply_gelu)
+                out[r, o] = finish_output(total, scale[o], bias[o], apply_gelu)
             continue
         o = 4 * group
         for k in range(4):
@@ -353,7 +354,7 @@ def matvec_out_in(x, data, scale, bias, apply_gelu, out):
             r += 1
         for k in range(o, o + 4):                          # scale, bias, GELU on the raw sums
             for r in range(m):
-                out[r, k] = _finish(out[r, k], scale[k], bias[k], apply_gelu)
+                out[r, k] = finish_output(out[r, k], scale[k], bias[k], apply_gelu)
 
 
 @njit(parallel=True, fastmath=REDUCE, error_model="numpy", cache=True)
@@ -376,7 +377,7 @@ def matvec_out_in_one_row(x, data, scale, bias, apply_gelu, prefetch_ahead, out)
     for o in prange(n_out):
         if prefetch_ahead > 0:
             prefetch_row(data, o + prefetch_ahead)
-        out[o] = _finish(_row_loop(x, data, o, 0, n_in), scale[o], bias[o], apply_gelu)
+        out[o] = finish_output(_row_loop(x, data, o, 0, n_in), scale[o], bias[o], apply_gelu)
 
 
 def stored_rows(weight):

@@ -53,7 +53,8 @@ BLAS_SPIN_SECONDS = 0.25
 AMX_STORED_MIN_ROWS = 16
 
 PRECISIONS = ("highest", "high", "medium")
-_state = {"precision": "highest", "last_blas_call": 0.0}
+INT8_COMPUTES = ("float32", "int8")
+_state = {"precision": "highest", "int8_compute": "float32", "last_blas_call": 0.0}
 
 
 def run_serial(n_elements, beside_blas=False):
@@ -167,3 +168,25 @@ def bfloat16_tiles_allowed(m, weight=None):
     if m <= PACKED_MATVEC_MAX_ROWS and not (weight is not None and amx.uses_weight_as_stored(weight)):
         return False
     return amx.available()
+
+
+# ---- int8 weights ------------------------------------------------------------------------------
+
+def set_int8_compute(compute):
+    """How a batch-1 decode step multiplies int8 weights.
+
+    "float32" (the default): each weight widened to float32, times the float32 activations.
+    "int8": the activations rounded to int8 too, per block of 32 with one float32 scale each, and
+    multiplied in integers on the CPU's dot-product instructions (int8_dot.py), as llama.cpp's
+    q8_0. An opt-in trade of accuracy for speed (BENCHMARKS.md measures both); prefill and
+    batched decode keep float32 activations. Matrices whose width is not a multiple of 32 stay
+    float32 too. Only the numba backend reads this.
+    """
+    if compute not in INT8_COMPUTES:
+        raise ValueError(f"int8 compute must be one of {INT8_COMPUTES}, got {compute!r}")
+    _state["int8_compute"] = compute
+
+
+def get_int8_compute():
+    """The setting of set_int8_compute ("float32" unless changed)."""
+    return _state["int8_compute"]
