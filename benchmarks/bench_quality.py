@@ -15,6 +15,11 @@ attention (set_float32_matmul_precision("medium")): the drift, the teacher-force
 the perplexity go through those kernels; the decode steps of the free-running greedy output do not
 (one row per step stays float32).
 
+A second table per model measures int8 weights with int8 activations (engine.set_int8_compute
+("int8"), which only batch-1 decode steps use), against int8 with float32 activations, both through
+decode steps (one token at a time through the KV cache, as generation runs): teacher-forced top-1
+agreement with the float32 model's greedy tokens, and perplexity over windows of n_positions tokens.
+
 Models: the bundled demo model (tiny-shakespeare, trained weights) and, with --gpt2, a random
 GPT-2 124M of the real shapes (its random logits are nearly flat, so greedy agreement there is a
 harsh test of tiny drifts, and its perplexity means nothing).
@@ -48,6 +53,54 @@ def greedy(model, prompt, n_new):
         ids.append(next_id)
         out = model([[next_id]], past_key_values=out.past_key_values, use_cache=True)
     return ids
+
+
+def decode_logits(model, ids):
+    """[len(ids), vocab] logits of every position of ids, one batch-1 decode step per token."""
+    out = model([list(ids[:1])], use_cache=True)
+    logits = [out.logits[0, -1]]
+    for token in ids[1:]:
+        out = model([[int(token)]], past_key_values=out.past_key_values, use_cache=True)
+        logits.append(out.logits[0, -1])
+    return np.array(logits)
+
+
+def decode_perplexity(model, text_ids):
+    """Perplexity of text_ids in windows of n_positions tokens, each scored through decode steps."""
+    window, nll, count = model.config.n_positions, 0.0, 0
+    for start in range(0, len(text_ids) - 1, window):
+        ids = text_ids[start:start + window]
+        logits = decode_logits(model, ids).astype(np.float64)[:-1]             # position i predicts i + 1
+        top = logits.max(axis=1, keepdims=True)
+        log_probs = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+        nll -= log_probs[np.arange(len(ids) - 1), ids[1:]].sum()
+        count += len(ids) - 1
+    return float(np.exp(nll / count))
+
+
+def evaluate_int8_activations(folder, name, text_ids, prompt, reference_greedy, with_perplexity):
+    """The int8-activations table (module docstring)."""
+    reference = GPT2LMHeadModel.from_pretrained(folder, backend="numba")
+    model = convert_model(GPT2LMHeadModel.from_pretrained(folder, backend="numba"), "int8")
+    forced = prompt + reference_greedy
+    rows = [("float32", "float32", None, decode_perplexity(reference, text_ids) if with_perplexity else None)]
+    for activations in ("float32", "int8"):
+        engine.set_int8_compute(activations)
+        try:
+            top1 = decode_logits(model, forced)[len(prompt) - 1:-1].argmax(-1)
+            agreement = float((top1 == np.array(reference_greedy)).mean())
+            ppl = decode_perplexity(model, text_ids) if with_perplexity else None
+        finally:
+            engine.set_int8_compute("float32")
+        rows.append(("int8", activations, agreement, ppl))
+    lines = [f"### {name}: int8 activations (decode steps)\n",
+             "| weights | activations | teacher-forced top-1 agreement, decode steps | perplexity, decode steps | change |",
+             "|---|---|---:|---:|---:|"]
+    for weights, activations, agreement, ppl in rows:
+        agreement_cell = "reference" if agreement is None else f"{agreement:.1%}"
+        ppl_cells = f"{ppl:.4f} | {100 * (ppl / rows[0][3] - 1):+.3f}%" if ppl is not None else "– | –"
+        lines.append(f"| {weights} | {activations} | {agreement_cell} | {ppl_cells} |")
+    return "\n".join(lines)
 
 
 def evaluate(folder, name, text_ids, prompt, n_new, with_perplexity):
@@ -84,7 +137,8 @@ def evaluate(folder, name, text_ids, prompt, n_new, with_perplexity):
         ppl_cells = (f"{ppl:.4f} | {100 * (ppl / reference_ppl - 1):+.3f}%" if ppl is not None else "– | –")
         lines.append(f"| {dtype} | {precision} | {mb:.1f} | {drift:.2e} | {agreement:.1%} | {same_prefix}/{n_new} | "
                      f"{ppl_cells} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + evaluate_int8_activations(folder, name, text_ids, prompt, reference_greedy,
+                                                              with_perplexity)
 
 
 def main():

@@ -204,3 +204,21 @@ def test_generate_beams_and_ngram_flags_print_what_the_library_generates(capsys,
     assert out == "".join(text + "\n" for text in texts)
     code, out, err = run_cli(capsys, "generate", PROMPT, "--model", model_folder, "--num-beams", 0)
     assert code != 0 and "num_beams must be an integer >= 1" in err
+
+
+def test_generate_with_int8_activations_prints_what_the_library_generates(capsys, tmp_path):
+    from minigpt2 import engine
+    model_folder = str(write_random_model(tmp_path, seed=5, n_embd=64))   # a multiple of 32: integer dot products
+    tok = GPT2Tokenizer.from_pretrained(model_folder)
+    ids = tok.encode(PROMPT)
+    model = GPT2LMHeadModel.from_pretrained(model_folder, dtype="int8")
+    engine.set_int8_compute("int8")
+    try:
+        expected = generate(model, [ids], max_new_tokens=12, eos_token_id=None)[0, len(ids):]
+        engine.set_int8_compute("float32")
+        code, out, _ = run_cli(capsys, "generate", PROMPT, "--model", model_folder, "--greedy", "--max-new-tokens", 12,
+                               "--dtype", "int8", "--int8-compute", "int8")
+        assert code == 0 and engine.get_int8_compute() == "int8"
+        assert out == PROMPT + tok.decode(expected) + "\n"
+    finally:
+        engine.set_int8_compute("float32")

@@ -39,15 +39,16 @@ def short_reason(error, width=40):
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def load(name, backend="numba", dtype="auto", matmul_precision="highest"):
+def load(name, backend="numba", dtype="auto", matmul_precision="highest", int8_compute="float32"):
     """(model, tokenizer, folder) for --model NAME, weights stored as --dtype; the numba kernels set
-    to --matmul-precision."""
+    to --matmul-precision and --int8-compute."""
     from minigpt2.model import GPT2LMHeadModel
     from minigpt2.tokenizer import GPT2Tokenizer
 
-    if matmul_precision != "highest":
+    if matmul_precision != "highest" or int8_compute != "float32":
         from minigpt2 import engine
         engine.set_float32_matmul_precision(matmul_precision)
+        engine.set_int8_compute(int8_compute)
     folder = model_folder(name)
     model = GPT2LMHeadModel.from_pretrained(folder, backend=backend, dtype=dtype)
     tokenizer = GPT2Tokenizer.from_pretrained(folder)
@@ -93,6 +94,10 @@ def add_dtype_argument(parser):
                         help="medium: the prompt's matmuls and attention use bfloat16 products on AMX tiles "
                              "where the CPU has them (faster, logits move as with bfloat16 weights); decode "
                              "steps stay float32 (default: highest = float32 products)")
+    parser.add_argument("--int8-compute", default="float32", choices=("float32", "int8"),
+                        help="with --dtype int8: int8 rounds each decode step's activations to int8 too (blocks "
+                             "of 32) and multiplies in integers (VNNI / AVX2), as llama.cpp's q8_0 (default: "
+                             "float32 activations)")
 
 
 def read_utf8(path_or_stream, name):

@@ -58,7 +58,7 @@ def add_generate_command(subparsers):
         from minigpt2 import generate as gen
 
         start = time.perf_counter()
-        model, tokenizer, _ = load(args.model, args.backend, args.dtype, args.matmul_precision)
+        model, tokenizer, _ = load(args.model, args.backend, args.dtype, args.matmul_precision, args.int8_compute)
         loaded = time.perf_counter() - start
         # --ordinary: "<|endoftext|>" typed in the prompt is text, as generate.stream(allowed_special=())
         allowed = () if args.ordinary else "all"

@@ -33,7 +33,7 @@ def add_score_command(subparsers):
         from minigpt2.scoring import score
 
         text = read_utf8(args.file, args.file) if args.file is not None else args.text
-        model, tokenizer, _ = load(args.model, args.backend, args.dtype, args.matmul_precision)
+        model, tokenizer, _ = load(args.model, args.backend, args.dtype, args.matmul_precision, args.int8_compute)
         context = model.config.n_positions
         if args.stride is not None and args.stride > context:
             # a window moves at most its own length: take the model's context (one line on stderr)

@@ -29,7 +29,7 @@ def add_serve_command(subparsers):
             raise ValueError(f"serve needs the extra: pip install \"minigpt2[serve]\" ({error})") from None
         if args.max_batch < 1 or args.max_queue < 1:
             raise ValueError("--max-batch and --max-queue must be >= 1")
-        model, tokenizer, folder = load(args.model, args.backend, args.dtype, args.matmul_precision)
+        model, tokenizer, folder = load(args.model, args.backend, args.dtype, args.matmul_precision, args.int8_compute)
         name = os.path.basename(os.path.normpath(args.model or folder))
         if args.model is None and name != FALLBACK_MODEL:
             name = DEFAULT_MODEL
