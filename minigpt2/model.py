@@ -309,7 +309,6 @@ class GPT2Model(PretrainedMixin):
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None)
 
-
     def _fused_step_applies(self, b, t, kv_cache, attention_mask, head_masks, inspecting):
         """Whether this call is a decode step that engine.DecodeStep can run: one sequence, one
         new token after a cache, every key visible, nothing inspected, weights it supports and
@@ -321,7 +320,8 @@ class GPT2Model(PretrainedMixin):
             return False
         weights = self.state_dict()
         held = list(weights.values())
-        if self._decode_step_weights is None or any(a is not b for a, b in zip(held, self._decode_step_weights)):
+        if self._decode_step_weights is None or any(now is not built
+                                                     for now, built in zip(held, self._decode_step_weights)):
             self._decode_step_weights = held
             self._decode_step = None
             if self.ops.DecodeStep.supports(weights, self.config.n_layer):
