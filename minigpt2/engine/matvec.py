@@ -187,9 +187,10 @@ def _dot_rows4_int8(typingctx, x, data, first_row, n):
     """_dot_rows4 for int8 rows: an LLVM loop over explicit DOT_LANES-wide vectors.
 
     Numba's own loops are vectorised 8 wide even on AVX-512 CPUs (LLVM prefers 256-bit vectors on
-    Intel's), and a one-row decode step over int8 weights is bound by the widening arithmetic
-    more than by memory, so full-width vectors pay off there (BENCHMARKS.md). The same loop for
-    bfloat16 and float16 did not, so those keep Numba's loop.
+    Intel's), and the tile kernel over int8 weights was bound by the widening arithmetic more than
+    by memory on Emerald Rapids, so full-width vectors paid off there (BENCHMARKS.md). The same
+    loop for bfloat16 and float16 did not, so those keep Numba's loop; so does the one-row kernel
+    (matvec_out_in_one_row), where on Zen 4 Numba's loop streamed int8 faster.
     """
     def codegen(context, builder, signature, args):
         x_value, data_value, first_row_, n_ = args
