@@ -144,7 +144,8 @@ def evaluate(folder, name, text_ids, prompt, n_new, with_perplexity):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=8192, help="tinyshakespeare tokens to score")
-    parser.add_argument("--new-tokens", type=int, default=200)
+    parser.add_argument("--new-tokens", type=int, default=200,
+                        help="greedy tokens to compare (the demo model: at most its n_positions minus the prompt)")
     parser.add_argument("--gpt2", action="store_true", help="also a random GPT-2 124M (drift, agreement)")
     args = parser.parse_args()
 
@@ -154,8 +155,10 @@ def main():
     text_ids = np.array(tokenizer.encode(held_out)[:args.tokens])
     prompt = tokenizer.encode("ROMEO:")
     print(f"tinyshakespeare: last 10% of the text, first {len(text_ids)} tokens; prompt 'ROMEO:'\n")
+    demo_positions = GPT2LMHeadModel.from_pretrained(DEMO, backend="numpy").config.n_positions
+    demo_new = min(args.new_tokens, demo_positions - len(prompt))      # the demo model's context is short
     print(evaluate(DEMO, "tiny-shakespeare (bundled demo model, trained)", text_ids, prompt,
-                   args.new_tokens, with_perplexity=True), flush=True)
+                   demo_new, with_perplexity=True), flush=True)
     if args.gpt2:
         folder = bench.write_random_checkpoint(bench.default_folder("gpt2"), "gpt2")
         print()
