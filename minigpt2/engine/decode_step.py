@@ -141,7 +141,7 @@ class DecodeStep:
         self.ln_f_weight = np.asarray(weights["ln_f.weight"], dtype=np.float32)
         self.ln_f_bias = np.asarray(weights["ln_f.bias"], dtype=np.float32)
         widest = max(kind[0].shape[1] for kind in self.matrices)
-        self.x_q, self.x_scales = np.empty(widest, dtype=np.int8), np.empty(widest // BLOCK + 1, dtype=np.float32)
+        self.x_q, self.x_scales = np.empty(widest, dtype=np.int8), np.empty(widest // BLOCK, dtype=np.float32)
 
     @staticmethod
     def supports(weights, n_layer):

@@ -36,7 +36,7 @@ from numba.extending import intrinsic, overload
 
 from minigpt2.engine import cpu
 from minigpt2.engine.jit import prefetch_row
-from minigpt2.engine.matvec import finish_output
+from minigpt2.engine.matvec import finish_output, row_addresses
 
 BLOCK = 32            # inputs per activation scale: one 256-bit vector of int8
 LANES = 8             # int32 lanes of a block's integer sums
@@ -117,23 +117,19 @@ def _emit_block_dot(builder, x_q_address, x_scales_address, row_address, n_block
     return total
 
 
-def _address(context, builder, array_type, array_value):
-    array = context.make_array(array_type)(context, builder, array_value)
-    return builder.ptrtoint(array.data, llvmlite.ir.IntType(64))
-
-
 @intrinsic
 def _row_dot_native(typingctx, x_q, x_scales, data, row):
     """data[row] . x in blocks (module docstring), on this CPU's instructions."""
     def codegen(context, builder, signature, args):
         x_q_value, x_scales_value, data_value, row_value = args
         int64 = llvmlite.ir.IntType(64)
-        data_array = context.make_array(signature.args[2])(context, builder, data_value)
-        row_bytes = builder.extract_value(data_array.strides, 0)
-        row_address = builder.add(builder.ptrtoint(data_array.data, int64), builder.mul(row_bytes, row_value))
-        n_blocks = builder.sdiv(builder.extract_value(data_array.shape, 1), llvmlite.ir.Constant(int64, BLOCK))
-        return _emit_block_dot(builder, _address(context, builder, signature.args[0], x_q_value),
-                               _address(context, builder, signature.args[1], x_scales_value), row_address, n_blocks)
+        zero = llvmlite.ir.Constant(int64, 0)
+        n_in = builder.extract_value(context.make_array(signature.args[2])(context, builder, data_value).shape, 1)
+        n_blocks = builder.sdiv(n_in, llvmlite.ir.Constant(int64, BLOCK))
+        (x_q_address,) = row_addresses(context, builder, signature.args[0], x_q_value, zero, 1)
+        (x_scales_address,) = row_addresses(context, builder, signature.args[1], x_scales_value, zero, 1)
+        (row_address,) = row_addresses(context, builder, signature.args[2], data_value, row_value, 1)
+        return _emit_block_dot(builder, x_q_address, x_scales_address, row_address, n_blocks)
     return numba.types.float32(x_q, x_scales, data, numba.types.intp), codegen
 
 

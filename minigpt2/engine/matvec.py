@@ -170,8 +170,9 @@ def _emit_int8_dot_loop(context, builder, x_addresses, weight_addresses, n):
     return [builder.call(add_up, [ir.Constant(float_type, 0.0), final], fastmath=("reassoc",)) for final in finals]
 
 
-def _row_addresses(context, builder, array_type, array_value, first_row, count):
-    """The int64 addresses of rows first_row .. first_row + count of a 2D (or 1D: count 1) array."""
+def row_addresses(context, builder, array_type, array_value, first_row, count):
+    """The int64 addresses of rows first_row .. first_row + count of a 2D (or 1D: count 1) array,
+    for the LLVM loops here and in int8_dot.py."""
     int64 = llvmlite.ir.IntType(64)
     array = context.make_array(array_type)(context, builder, array_value)
     base = builder.ptrtoint(array.data, int64)
@@ -196,8 +197,8 @@ def _dot_rows4_int8(typingctx, x, data, first_row, n):
         x_value, data_value, first_row_, n_ = args
         zero = llvmlite.ir.Constant(llvmlite.ir.IntType(64), 0)
         totals = _emit_int8_dot_loop(context, builder,
-                                     _row_addresses(context, builder, signature.args[0], x_value, zero, 1),
-                                     _row_addresses(context, builder, signature.args[1], data_value, first_row_, 4), n_)
+                                     row_addresses(context, builder, signature.args[0], x_value, zero, 1),
+                                     row_addresses(context, builder, signature.args[1], data_value, first_row_, 4), n_)
         return context.make_tuple(builder, signature.return_type, totals)
 
     return numba.types.UniTuple(numba.types.float32, 4)(x, data, numba.types.intp, numba.types.intp), codegen
@@ -210,8 +211,8 @@ def _dot_tile4x4_int8(typingctx, x, first_x_row, data, first_row, n):
     def codegen(context, builder, signature, args):
         x_value, first_x_row_, data_value, first_row_, n_ = args
         totals = _emit_int8_dot_loop(context, builder,
-                                     _row_addresses(context, builder, signature.args[0], x_value, first_x_row_, 4),
-                                     _row_addresses(context, builder, signature.args[2], data_value, first_row_, 4), n_)
+                                     row_addresses(context, builder, signature.args[0], x_value, first_x_row_, 4),
+                                     row_addresses(context, builder, signature.args[2], data_value, first_row_, 4), n_)
         return context.make_tuple(builder, signature.return_type, totals)
 
     intp = numba.types.intp
@@ -331,12 +332,8 @@ def matvec_out_in(x, data, scale, bias, apply_gelu, out):
     for group in prange(n_groups + n_out % 4):
         if group >= n_groups:                              # a leftover output, alone
             o = 4 * n_groups + (group - n_groups)
-            row = data[o]
             for r in range(m):
-                total = np.float32(0.0)
-                for i in range(n_in):
-                    total += x[r, i] * widen(row[i])
-                out[r, o] = finish_output(total, scale[o], bias[o], apply_gelu)
+                out[r, o] = finish_output(_row_loop(x[r], data, o, 0, n_in), scale[o], bias[o], apply_gelu)
             continue
         o = 4 * group
         for k in range(4):
