@@ -19,44 +19,22 @@ table gives the median GB/s. Variants:
 import sys
 import time
 
-import llvmlite.ir
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from minigpt2.bench import machine_description
 from minigpt2.engine import policy
-from minigpt2.engine.jit import REDUCE, ones
+from minigpt2.engine.jit import REDUCE, ones, prefetch_with_locality
 from minigpt2.engine.matvec import matvec_out_in, matvec_out_in_one_row, widen
 
 SHAPES = [(2304, 768), (768, 768), (3072, 768), (768, 3072)] * 12 + [(50257, 768)]
 STORED = {"float32": np.float32, "bfloat16": np.uint16, "float16": np.int16, "int8": np.int8}
 
 
-def prefetch_with(locality):
-    """A prefetch intrinsic with the given LLVM locality (0-3)."""
-    @intrinsic
-    def prefetch(typingctx, matrix, row, col):
-        def codegen(context, builder, signature, args):
-            array = context.make_array(signature.args[0])(context, builder, args[0])
-            pointer = cgutils.get_item_pointer(context, builder, signature.args[0], array, [args[1], args[2]],
-                                               wraparound=False, boundscheck=False)
-            int32 = llvmlite.ir.IntType(32)
-            byte_pointer = builder.bitcast(pointer, llvmlite.ir.IntType(8).as_pointer())
-            function = cgutils.get_or_insert_function(
-                builder.module, llvmlite.ir.FunctionType(llvmlite.ir.VoidType(), [byte_pointer.type, int32, int32, int32]),
-                "llvm.prefetch.p0")
-            builder.call(function, [byte_pointer, int32(0), int32(locality), int32(1)])
-            return context.get_dummy_value()
-        return numba.types.void(matrix, numba.types.intp, numba.types.intp), codegen
-    return prefetch
-
-
 def kernels(locality):
     """(one-row kernel, four-row kernel) prefetching with `locality` (None: no prefetch)."""
-    prefetch = prefetch_with(0 if locality is None else locality)
+    prefetch = prefetch_with_locality(0 if locality is None else locality)
     use_prefetch = locality is not None
 
     @njit(inline="always")

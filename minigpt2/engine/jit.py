@@ -58,31 +58,37 @@ def float32_bits(typingctx, value):
     return numba.types.uint32(numba.types.float32), codegen
 
 
-@intrinsic
-def prefetch(typingctx, matrix, row, col):
-    """Ask the CPU to start loading matrix[row, col] into its L2 cache; returns nothing, changes nothing.
+def prefetch_with_locality(locality):
+    """A prefetch intrinsic with LLVM's `locality` hint (3: x86 PREFETCHT0, into L1; 2: T1; 1: T2,
+    into L2; 0: NTA). The kernels use `prefetch` below; benchmarks/bench_decode_streaming.py
+    compares the others."""
+    @intrinsic
+    def prefetch_hinted(typingctx, matrix, row, col):
+        def codegen(context, builder, signature, args):
+            matrix_type = signature.args[0]
+            array = context.make_array(matrix_type)(context, builder, args[0])
+            pointer = cgutils.get_item_pointer(context, builder, matrix_type, array, [args[1], args[2]],
+                                               wraparound=False, boundscheck=False)
+            byte_pointer = builder.bitcast(pointer, llvmlite.ir.IntType(8).as_pointer())
+            int32 = llvmlite.ir.IntType(32)
+            function = cgutils.get_or_insert_function(
+                builder.module, llvmlite.ir.FunctionType(llvmlite.ir.VoidType(), [byte_pointer.type, int32, int32, int32]),
+                "llvm.prefetch.p0")
+            # read (0), the locality hint, data not instructions (1)
+            builder.call(function, [byte_pointer, int32(0), int32(locality), int32(1)])
+            return context.get_dummy_value()
+        return numba.types.void(matrix, numba.types.intp, numba.types.intp), codegen
+    return prefetch_hinted
 
-    llvm.prefetch with locality 1 (x86 PREFETCHT2). The decode kernels stream each weight matrix
-    once, from DRAM; the hardware prefetcher alone keeps too few cache lines in flight, so asking
-    for the rows ahead lets a thread's compute overlap its memory stalls. Into L2, not L1: a
-    PREFETCHT0 holds one of L1's few miss buffers until the line arrives, and with rows 8 ahead it
-    cost more than it gave (a 124M bfloat16 step of matrix-vector products on Zen 4: 13.3 ms with
-    PREFETCHT0, 10.8 ms with no prefetch, 8.4 ms with PREFETCHT2; BENCHMARKS.md).
-    """
-    def codegen(context, builder, signature, args):
-        matrix_type = signature.args[0]
-        array = context.make_array(matrix_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(context, builder, matrix_type, array, [args[1], args[2]],
-                                           wraparound=False, boundscheck=False)
-        byte_pointer = builder.bitcast(pointer, llvmlite.ir.IntType(8).as_pointer())
-        int32 = llvmlite.ir.IntType(32)
-        function = cgutils.get_or_insert_function(
-            builder.module, llvmlite.ir.FunctionType(llvmlite.ir.VoidType(), [byte_pointer.type, int32, int32, int32]),
-            "llvm.prefetch.p0")
-        # read (0), locality 1 (L2 and outer caches, not L1), data not instructions (1)
-        builder.call(function, [byte_pointer, int32(0), int32(1), int32(1)])
-        return context.get_dummy_value()
-    return numba.types.void(matrix, numba.types.intp, numba.types.intp), codegen
+
+# Ask the CPU to start loading matrix[row, col] into its L2 cache; returns nothing, changes nothing.
+# Locality 1 (x86 PREFETCHT2). The decode kernels stream each weight matrix once, from DRAM; the
+# hardware prefetcher alone keeps too few cache lines in flight, so asking for the rows ahead lets
+# a thread's compute overlap its memory stalls. Into L2, not L1: a PREFETCHT0 holds one of L1's
+# few miss buffers until the line arrives, and with rows 8 ahead it cost more than it gave (a 124M
+# bfloat16 step of matrix-vector products on Zen 4: 13.3 ms with PREFETCHT0, 10.8 ms with no
+# prefetch, 8.4 ms with PREFETCHT2; BENCHMARKS.md).
+prefetch = prefetch_with_locality(1)
 
 
 # How far ahead of the rows being multiplied the decode kernels prefetch, in bytes: 24 KB (16 rows
